@@ -1,0 +1,115 @@
+"""Save and load a main model: one file with the weights and the config that rebuilds it.
+
+Writes are atomic (a temporary file in the same directory, then ``os.replace``), so a crash
+never leaves a half-written checkpoint behind. Loading checks the format, its version and the
+architecture, and fails with a :class:`CheckpointError` that names the file and the mismatch.
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from main_model.network import DynaLayConfig, DynaLayNet
+
+FORMAT_NAME = "dynalay-main-model"
+FORMAT_VERSION = 1
+
+
+class CheckpointError(ValueError):
+    """A checkpoint file exists but cannot be used (corrupt, foreign, newer, mismatched)."""
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through a temporary file and a rename."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def save_main_model(
+    model: DynaLayNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None
+) -> Path:
+    """Write ``model`` (weights, buffers, config) and optional JSON-like ``metadata`` to ``path``."""
+    payload = {
+        "format": FORMAT_NAME,
+        "format_version": FORMAT_VERSION,
+        "config": model.config.to_dict(),
+        "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
+        "metadata": metadata or {},
+    }
+    return atomic_save(payload, path)
+
+
+def read_main_model_file(path: str | os.PathLike) -> dict[str, Any]:
+    """Read and validate a checkpoint's payload without building the model."""
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"main-model checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        raise CheckpointError(
+            f"{path} is not a readable DynaLay checkpoint (corrupt or truncated?): {error}"
+        ) from error
+    if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
+        raise CheckpointError(
+            f"{path} is not a DynaLay main-model checkpoint (no '{FORMAT_NAME}' format tag)"
+        )
+    version = payload.get("format_version")
+    if not isinstance(version, int) or version > FORMAT_VERSION:
+        raise CheckpointError(
+            f"{path} has checkpoint format version {version}, newer than the version "
+            f"{FORMAT_VERSION} this DynaLay reads; upgrade DynaLay to load it"
+        )
+    return payload
+
+
+def load_main_model(
+    path: str | os.PathLike,
+    device: str | torch.device = "cpu",
+    expected_config: DynaLayConfig | None = None,
+) -> tuple[DynaLayNet, dict[str, Any]]:
+    """Rebuild the model saved at ``path``; returns ``(model in eval mode, metadata)``.
+
+    ``expected_config``: when given, the checkpoint's architecture (channels, image size,
+    classes, widths, strides) must match it, e.g. the dataset an environment runs on.
+    """
+    payload = read_main_model_file(path)
+    try:
+        config = DynaLayConfig.from_dict(dict(payload["config"]))
+    except (TypeError, ValueError, KeyError) as error:
+        raise CheckpointError(f"{path} holds an invalid model config: {error}") from error
+    if expected_config is not None:
+        keys = ("in_channels", "image_size", "num_classes", "widths", "strides")
+        mismatches = [
+            f"{key}: checkpoint {getattr(config, key)} != expected {getattr(expected_config, key)}"
+            for key in keys
+            if getattr(config, key) != getattr(expected_config, key)
+        ]
+        if mismatches:
+            raise CheckpointError(
+                f"{path} was trained for another architecture: " + "; ".join(mismatches)
+            )
+    model = DynaLayNet(config)
+    try:
+        model.load_state_dict(payload["state_dict"])
+    except (RuntimeError, KeyError) as error:
+        raise CheckpointError(
+            f"{path}: weights do not match the architecture in its own config: {error}"
+        ) from error
+    return model.to(device).eval(), dict(payload.get("metadata", {}))

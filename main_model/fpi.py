@@ -1,0 +1,231 @@
+"""Fixed-point-iteration (FPI) block: a conv layer that can also be looped to its fixed point.
+
+Block l maps its input x to z. With the input injection u = inject(x) (conv + BatchNorm, may
+downsample and change channels) the FPI map is
+
+    f(z, u) = relu(W * z + u),
+
+where ``W * z`` is a same-padding convolution whose operator norm is held at or below
+``contraction`` < 1. ReLU is 1-Lipschitz, so f is a contraction in z whatever the weights and
+the fixed point z* = f(z*, u) exists and is unique. Nothing inside the loop uses batch
+statistics: BatchNorm lives in the injection, which is computed once per input.
+
+- Straight through: one application from z = 0, i.e. relu(u), an ordinary conv-BN-ReLU layer.
+- Looping: iterate z <- f(z, u) from a warm start until the relative residual
+  ||z_{t+1} - z_t|| / ||z_{t+1}|| < tol or ``max_iter`` applications, per sample.
+- Backward through a fixed point: implicit differentiation (TorchDEQ's IFT backward, which
+  solves g = J_f(z*)^T g + dL/dz* by fixed-point iteration), never backprop through the loop.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchdeq.grad import backward_factory
+from torchdeq.solver import get_solver
+
+from main_model.cost import conv2d_flops, conv_output_size
+
+#: A sample whose residual grows past this multiple of its first residual is declared diverged.
+#: For a contraction the residual can only shrink, so growth means non-finite or broken numerics.
+DIVERGENCE_GROWTH = 10.0
+_EPS = 1e-12
+
+
+class ContractiveConv2d(nn.Module):
+    """Same-padding ``C -> C`` convolution rescaled so its operator norm is at most ``bound``.
+
+    The norm is that of the convolution as a linear map on ``(C, size, size)`` feature maps (not
+    of the reshaped weight matrix, which can under-estimate it up to ``kernel_size``-fold). It is
+    estimated by power iteration on ``A^T A`` (A = conv, A^T = transposed conv) with a persistent
+    vector, like :func:`torch.nn.utils.parametrizations.spectral_norm` does for dense layers:
+    to convergence at construction and whenever the weights changed in evaluation mode, and one
+    warm-started step per forward in training mode (with the gradient through the norm).
+
+    The effective weight is ``W * min(1, bound / ||W||)``: the norm can sit below the bound.
+    """
+
+    def __init__(self, channels: int, size: int, bound: float, kernel_size: int = 3) -> None:
+        super().__init__()
+        if not 0.0 < bound < 1.0:
+            raise ValueError(f"contraction bound must be in (0, 1), got {bound}")
+        self.bound = bound
+        self.padding = kernel_size // 2
+        self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        vector = torch.randn(1, channels, size, size)
+        self.register_buffer("power_vector", vector / vector.norm())
+        self.register_buffer("weight_norm", torch.ones(()))
+        self._norm_for_version: int | None = None
+        # Converge the vector now, so training starts from an exact norm and tracks it with one
+        # step per forward as the weights move.
+        self.estimate_norm()
+
+    def conv(self, z: Tensor, weight: Tensor) -> Tensor:
+        return F.conv2d(z, weight, padding=self.padding)
+
+    def _power_step(self) -> Tensor:
+        """One power-iteration step on ``A^T A``; updates the persistent vector, returns ``A v``."""
+        image = self.conv(self.power_vector, self.weight)
+        back = F.conv_transpose2d(image, self.weight, padding=self.padding)
+        self.power_vector.copy_(back / back.norm().clamp_min(_EPS))
+        return self.conv(self.power_vector, self.weight)
+
+    @torch.no_grad()
+    def estimate_norm(self, max_steps: int = 500, rtol: float = 1e-6) -> float:
+        """Run power iteration to convergence; store and return the operator-norm estimate."""
+        previous = 0.0
+        for _ in range(max_steps):
+            norm = self._power_step().norm().item()
+            if abs(norm - previous) <= rtol * norm:
+                break
+            previous = norm
+        self.weight_norm.fill_(norm)
+        self._norm_for_version = self.weight._version
+        return norm
+
+    def effective_weight(self) -> Tensor:
+        """The weight actually used in f, with operator norm <= ``bound``. Shape (C, C, k, k)."""
+        if self.training:
+            with torch.no_grad():
+                self._power_step()
+            # Gradient flows through the norm (as in spectral_norm); the vector is a constant.
+            norm = self.conv(self.power_vector, self.weight).norm()
+            self.weight_norm.copy_(norm.detach())
+            self._norm_for_version = None
+        else:
+            if self._norm_for_version != self.weight._version:
+                self.estimate_norm()
+            norm = self.weight_norm
+        return self.weight * (self.bound / torch.clamp(norm, min=self.bound))
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._norm_for_version = None  # loaded weights: re-estimate before use in eval mode
+
+
+@dataclass
+class FixedPointResult:
+    """Outcome of looping one block on a batch of B samples.
+
+    Attributes:
+        z: (B, C, H, W) the fixed point (the last finite iterate for diverged samples).
+        iterations: (B,) int64, applications of f spent on each sample.
+        residual: (B,) float, last relative residual ||z_{t+1} - z_t|| / ||z_{t+1}||
+            (``inf`` where it was not finite).
+        diverged: (B,) bool, residual became non-finite or grew instead of shrinking.
+    """
+
+    z: Tensor
+    iterations: Tensor
+    residual: Tensor
+    diverged: Tensor
+
+
+class FPIBlock(nn.Module):
+    """One FPI block: injection ``u = BN(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
+
+    Args:
+        in_channels: channels of the block input x.
+        out_channels: channels of z.
+        in_size: side of the (square) input x; z has side ``out_size``.
+        stride: stride of the injection conv (2 halves the resolution).
+        contraction: bound gamma < 1 on the operator norm of W.
+        backward_tol: relative tolerance of the implicit-backward solve.
+        backward_max_iter: iteration cap of the implicit-backward solve.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        in_size: int,
+        stride: int,
+        contraction: float,
+        backward_tol: float = 1e-6,
+        backward_max_iter: int = 60,
+    ) -> None:
+        super().__init__()
+        self.inject_conv = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
+        self.inject_norm = nn.BatchNorm2d(out_channels)
+        self.out_size = conv_output_size(in_size, kernel_size=3, stride=stride, padding=1)
+        self.loop_conv = ContractiveConv2d(out_channels, self.out_size, contraction)
+        #: FLOPs per sample of the injection conv and of one application of f (the W conv).
+        self.inject_flops = conv2d_flops(in_channels, out_channels, 3, self.out_size)
+        self.iteration_flops = conv2d_flops(out_channels, out_channels, 3, self.out_size)
+        self._implicit_backward = backward_factory(
+            grad_type="ift",
+            b_solver=get_solver("fixed_point_iter"),
+            b_solver_kwargs={
+                "tol": backward_tol,
+                "max_iter": backward_max_iter,
+                "stop_mode": "rel",
+            },
+        )
+
+    def inject(self, x: Tensor) -> Tensor:
+        """Input injection u: (B, C_in, H_in, W_in) -> (B, C, H, W)."""
+        return self.inject_norm(self.inject_conv(x))
+
+    def f(self, z: Tensor, u: Tensor, weight: Tensor | None = None) -> Tensor:
+        """The FPI map f(z, u) = relu(W * z + u); ``weight`` avoids re-normalising W per call."""
+        weight = self.loop_conv.effective_weight() if weight is None else weight
+        return F.relu(self.loop_conv.conv(z, weight) + u)
+
+    @staticmethod
+    def straight(u: Tensor) -> Tensor:
+        """One application of f from z = 0: relu(u) (W * 0 vanishes, so no loop conv runs)."""
+        return F.relu(u)
+
+    @torch.no_grad()
+    def solve(self, u: Tensor, z_init: Tensor, weight: Tensor, tol: float, max_iter: int):
+        """Per-sample fixed-point iteration from ``z_init``; returns a :class:`FixedPointResult`.
+
+        Samples leave the batch as soon as they converge or diverge, so a converged sample costs
+        no further compute and its result does not depend on what else is in the batch.
+        """
+        batch = u.shape[0]
+        device = u.device
+        z_out = z_init.detach().clone()
+        iterations = torch.zeros(batch, dtype=torch.long, device=device)
+        residual = torch.ones(batch, dtype=u.dtype, device=device)
+        diverged = torch.zeros(batch, dtype=torch.bool, device=device)
+        active = torch.arange(batch, device=device)
+        z, u_active, first_step = z_init.detach(), u.detach(), None
+        for step in range(1, max_iter + 1):
+            z_next = self.f(z, u_active, weight)
+            step_size = (z_next - z).flatten(1).norm(dim=1)
+            relative = step_size / (z_next.flatten(1).norm(dim=1) + _EPS)
+            first_step = step_size if first_step is None else first_step
+            bad = ~torch.isfinite(relative) | (step_size > DIVERGENCE_GROWTH * first_step)
+            finished = bad | (relative < tol) if step < max_iter else torch.ones_like(bad)
+            iterations[active] = step
+            residual[active] = torch.where(torch.isfinite(relative), relative, torch.inf)
+            diverged[active] = bad
+            if not bool(finished.any()):
+                z = z_next
+                continue
+            # Diverged samples keep their last finite iterate instead of the broken one.
+            keep_old = bad.view(-1, *([1] * (z.dim() - 1)))
+            z_out[active[finished]] = torch.where(keep_old, z, z_next)[finished]
+            running = ~finished
+            active, z, u_active = active[running], z_next[running], u_active[running]
+            first_step = first_step[running]
+            if active.numel() == 0:
+                break
+        return FixedPointResult(z_out, iterations, residual, diverged)
+
+    def loop(self, u: Tensor, z_init: Tensor, tol: float, max_iter: int) -> FixedPointResult:
+        """Loop to the fixed point; when autograd is on, z carries the implicit gradient.
+
+        Shapes: u (B, C, H, W), z_init (B, C, H, W) warm start.
+        """
+        weight = self.loop_conv.effective_weight()
+        result = self.solve(u, z_init, weight, tol, max_iter)
+        if torch.is_grad_enabled() and (u.requires_grad or weight.requires_grad):
+            (z_grad,) = self._implicit_backward(self, lambda z: self.f(z, u, weight), result.z)
+            result.z = z_grad
+        return result

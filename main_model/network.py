@@ -1,0 +1,309 @@
+"""The DynaLay network: a stack of FPI blocks and a classifier head, run per-sample by action.
+
+Actions (per sample): ``0`` = NOP (keep the current prediction, spend nothing); ``k >= 1`` =
+loop blocks 1..k to their fixed points (warm-started from the current state), then run blocks
+k+1..n straight through and the head again. Samples are grouped by action and each group runs
+as one batch, so a mixed batch gives the same results as running every sample alone.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, fields
+
+import torch
+from torch import Tensor, nn
+
+from main_model.cost import linear_flops
+from main_model.fpi import FPIBlock
+
+
+@dataclass(frozen=True)
+class DynaLayConfig:
+    """Everything needed to rebuild a :class:`DynaLayNet` (saved in every checkpoint).
+
+    Attributes:
+        in_channels: image channels (3 for CIFAR, 1 for MNIST-like).
+        image_size: side of the square input image in pixels.
+        num_classes: number of classes of the head.
+        widths: channels of each FPI block; its length is the number of blocks n.
+        strides: stride of each block's injection conv (default: 1 for the first, 2 after).
+        contraction: bound gamma < 1 on the operator norm of each block's loop conv W.
+        tol: relative-residual tolerance that ends a loop.
+        max_iter: most applications of f one loop may spend per block.
+        backward_tol: relative tolerance of the implicit-backward adjoint solve.
+        backward_max_iter: iteration cap of the implicit-backward adjoint solve.
+    """
+
+    in_channels: int = 3
+    image_size: int = 32
+    num_classes: int = 10
+    widths: tuple[int, ...] = (64, 128, 256)
+    strides: tuple[int, ...] | None = None
+    contraction: float = 0.8
+    tol: float = 1e-3
+    max_iter: int = 30
+    backward_tol: float = 1e-6
+    backward_max_iter: int = 60
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
+        strides = self.strides or (1,) + (2,) * (len(self.widths) - 1)
+        object.__setattr__(self, "strides", tuple(int(s) for s in strides))
+        problems = []
+        if not self.widths or min(self.widths) < 1:
+            problems.append(f"widths must be a non-empty list of positive ints, got {self.widths}")
+        if len(self.strides) != len(self.widths):
+            problems.append(f"strides {self.strides} must have one entry per width {self.widths}")
+        if not 0.0 < self.contraction < 1.0:
+            problems.append(f"contraction must be in (0, 1), got {self.contraction}")
+        if self.max_iter < 1 or self.backward_max_iter < 1:
+            problems.append("max_iter and backward_max_iter must be >= 1")
+        if self.tol <= 0 or self.backward_tol <= 0:
+            problems.append("tol and backward_tol must be > 0")
+        if self.in_channels < 1 or self.image_size < 1 or self.num_classes < 2:
+            problems.append("in_channels, image_size must be >= 1 and num_classes >= 2")
+        if problems:
+            raise ValueError("invalid DynaLayConfig: " + "; ".join(problems))
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.widths)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> DynaLayConfig:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown DynaLayConfig fields {unknown}")
+        return cls(**values)
+
+
+@dataclass
+class NetState:
+    """Per-sample state of the network on a batch of B inputs (n blocks, K classes).
+
+    Attributes:
+        z: n tensors (B, C_l, H_l, W_l), the current output of each block.
+        injection: n tensors (B, C_l, H_l, W_l), each block's input injection u_l.
+        logits: (B, K) the current prediction.
+        residual: (B, n) last relative FPI residual of each block (1.0 after a straight pass,
+            which is one step from z = 0; ``inf`` where a loop diverged).
+    """
+
+    z: tuple[Tensor, ...]
+    injection: tuple[Tensor, ...]
+    logits: Tensor
+    residual: Tensor
+
+    @property
+    def batch_size(self) -> int:
+        return self.logits.shape[0]
+
+    def select(self, index: Tensor) -> NetState:
+        """The sub-state of the samples at ``index`` (1-D long tensor)."""
+        return NetState(
+            z=tuple(t.index_select(0, index) for t in self.z),
+            injection=tuple(t.index_select(0, index) for t in self.injection),
+            logits=self.logits.index_select(0, index),
+            residual=self.residual.index_select(0, index),
+        )
+
+    def replace_rows(self, index: Tensor, part: NetState) -> NetState:
+        """A new state equal to this one with rows ``index`` taken from ``part``."""
+
+        def put(whole: Tensor, rows: Tensor) -> Tensor:
+            return whole.index_copy(0, index, rows.to(whole.dtype))
+
+        return NetState(
+            z=tuple(put(w, p) for w, p in zip(self.z, part.z, strict=True)),
+            injection=tuple(put(w, p) for w, p in zip(self.injection, part.injection, strict=True)),
+            logits=put(self.logits, part.logits),
+            residual=put(self.residual, part.residual),
+        )
+
+    def pooled(self) -> Tensor:
+        """(B, sum_l C_l) global-average-pooled activations of every block."""
+        return torch.cat([t.mean(dim=(2, 3)) for t in self.z], dim=1)
+
+
+@dataclass
+class StepOutput:
+    """What one call of :meth:`DynaLayNet.step` (or :meth:`DynaLayNet.straight`) did.
+
+    Attributes:
+        state: the new :class:`NetState`.
+        flops: (B,) int64, FLOPs actually spent on each sample by this call.
+        iterations: (B, n) int64, loop iterations spent per block (0 = not looped).
+        diverged: (B, n) bool, a block's loop diverged on that sample.
+    """
+
+    state: NetState
+    flops: Tensor
+    iterations: Tensor
+    diverged: Tensor
+
+
+class DynaLayNet(nn.Module):
+    """A stack of :class:`FPIBlock` and a linear head over global-average-pooled features.
+
+    ``straight(images)`` is the plain CNN; ``step(state, actions)`` applies one decision per
+    sample; ``forward(images, actions)`` is both at once (the supervised-training entry point).
+    """
+
+    def __init__(self, config: DynaLayConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DynaLayConfig()
+        blocks, channels, size = [], self.config.in_channels, self.config.image_size
+        for width, stride in zip(self.config.widths, self.config.strides, strict=True):
+            block = FPIBlock(
+                channels,
+                width,
+                size,
+                stride,
+                self.config.contraction,
+                backward_tol=self.config.backward_tol,
+                backward_max_iter=self.config.backward_max_iter,
+            )
+            blocks.append(block)
+            channels, size = width, block.out_size
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(channels, self.config.num_classes)
+        self.head_flops = linear_flops(channels, self.config.num_classes)
+
+    # ----- cost model -------------------------------------------------------------------------
+    @property
+    def n_blocks(self) -> int:
+        return len(self.blocks)
+
+    @property
+    def n_actions(self) -> int:
+        """NOP plus one loop action per block."""
+        return self.n_blocks + 1
+
+    def straight_flops(self) -> int:
+        """FLOPs per sample of the plain CNN (every block straight through, then the head)."""
+        return sum(b.inject_flops for b in self.blocks) + self.head_flops
+
+    def step_flops(self, action: int, iterations: Sequence[int]) -> int:
+        """FLOPs of one step with loop action ``action`` and the given per-block iterations.
+
+        Block 1's injection depends only on the image and is reused; every later block sees a
+        new input and recomputes its injection; looped blocks add iterations x one W conv.
+        """
+        if action == 0:
+            return 0
+        injections = sum(b.inject_flops for b in self.blocks[1:])
+        loops = sum(int(iterations[i]) * self.blocks[i].iteration_flops for i in range(action))
+        return injections + loops + self.head_flops
+
+    def max_step_flops(self) -> int:
+        """FLOPs of the most expensive possible step: loop every block for ``max_iter``."""
+        return self.step_flops(self.n_blocks, [self.config.max_iter] * self.n_blocks)
+
+    def _step_flops_tensor(self, action: int, iterations: Tensor) -> Tensor:
+        """Vectorised :meth:`step_flops` for (G, n) iterations of a group sharing ``action``."""
+        per_iteration = torch.tensor(
+            [b.iteration_flops for b in self.blocks], dtype=torch.long, device=iterations.device
+        )
+        fixed = self.step_flops(action, [0] * self.n_blocks)
+        return fixed + (iterations[:, :action] * per_iteration[:action]).sum(dim=1)
+
+    # ----- forward paths ----------------------------------------------------------------------
+    def _check_images(self, images: Tensor) -> None:
+        expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"images must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}) for this "
+                f"network, got {tuple(images.shape)}; build the network with a DynaLayConfig "
+                f"whose in_channels/image_size match the data"
+            )
+
+    def straight(self, images: Tensor) -> StepOutput:
+        """The straight pass (the plain CNN). images: (B, C, H, W) normalised floats."""
+        self._check_images(images)
+        z, injections, x = [], [], images
+        for block in self.blocks:
+            u = block.inject(x)
+            x = block.straight(u)
+            injections.append(u)
+            z.append(x)
+        batch, n = images.shape[0], self.n_blocks
+        state = NetState(
+            z=tuple(z),
+            injection=tuple(injections),
+            logits=self.head(x.mean(dim=(2, 3))),
+            residual=torch.ones(batch, n, device=images.device, dtype=images.dtype),
+        )
+        flops = torch.full((batch,), self.straight_flops(), dtype=torch.long, device=images.device)
+        no_iterations = torch.zeros(batch, n, dtype=torch.long, device=images.device)
+        return StepOutput(state, flops, no_iterations, torch.zeros_like(no_iterations, dtype=bool))
+
+    def _run_loop_action(self, state: NetState, action: int) -> StepOutput:
+        """Loop blocks 1..action then straight through the rest, on a group sharing ``action``."""
+        batch, n = state.batch_size, self.n_blocks
+        device = state.logits.device
+        z, injections, residual = [], [], []
+        iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
+        diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
+        for index, block in enumerate(self.blocks):
+            u = state.injection[0] if index == 0 else block.inject(z[-1])
+            if index < action:
+                result = block.loop(u, state.z[index], self.config.tol, self.config.max_iter)
+                z.append(result.z)
+                iterations[:, index] = result.iterations
+                diverged[:, index] = result.diverged
+                residual.append(result.residual.to(state.residual.dtype))
+            else:
+                z.append(block.straight(u))
+                residual.append(torch.ones_like(state.residual[:, index]))
+            injections.append(u)
+        new_state = NetState(
+            z=tuple(z),
+            injection=tuple(injections),
+            logits=self.head(z[-1].mean(dim=(2, 3))),
+            residual=torch.stack(residual, dim=1),
+        )
+        return StepOutput(
+            new_state, self._step_flops_tensor(action, iterations), iterations, diverged
+        )
+
+    def step(self, state: NetState, actions: Tensor) -> StepOutput:
+        """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per action."""
+        if actions.dim() != 1 or actions.shape[0] != state.batch_size:
+            raise ValueError(
+                f"actions must have shape ({state.batch_size},), got {tuple(actions.shape)}"
+            )
+        actions = actions.to(device=state.logits.device, dtype=torch.long)
+        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) > self.n_blocks):
+            raise ValueError(
+                f"actions must be in [0, {self.n_blocks}] (0 = NOP, k = loop blocks 1..k), "
+                f"got values in [{int(actions.min())}, {int(actions.max())}]"
+            )
+        batch, n, device = state.batch_size, self.n_blocks, state.logits.device
+        flops = torch.zeros(batch, dtype=torch.long, device=device)
+        iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
+        diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
+        new_state = state
+        for action in torch.unique(actions).tolist():
+            if action == 0:
+                continue  # NOP: nothing runs, the state stays as it is
+            index = torch.nonzero(actions == action).squeeze(1)
+            if index.numel() == batch:  # one group: skip the gather/scatter
+                return self._run_loop_action(state, action)
+            group = self._run_loop_action(state.select(index), action)
+            new_state = new_state.replace_rows(index, group.state)
+            flops = flops.index_copy(0, index, group.flops)
+            iterations = iterations.index_copy(0, index, group.iterations)
+            diverged = diverged.index_copy(0, index, group.diverged)
+        return StepOutput(new_state, flops, iterations, diverged)
+
+    def forward(self, images: Tensor, actions: Tensor | None = None) -> Tensor:
+        """Logits (B, K) after the straight pass and, if given, one action per sample."""
+        output = self.straight(images)
+        if actions is not None:
+            output = self.step(output.state, actions)
+        return output.state.logits

@@ -1,0 +1,358 @@
+"""Tests of the FPI block, the DynaLay network, its cost model and its checkpoints."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+import torch
+from torch import nn
+
+from main_model import (
+    CheckpointError,
+    ContractiveConv2d,
+    DynaLayConfig,
+    DynaLayNet,
+    FPIBlock,
+    load_main_model,
+    save_main_model,
+)
+from main_model.checkpoint import FORMAT_VERSION, read_main_model_file
+
+TINY = DynaLayConfig(in_channels=1, image_size=8, num_classes=3, widths=(3, 4, 5))
+
+
+def make_net(config: DynaLayConfig = TINY, seed: int = 0, weight_scale: float = 1.0) -> DynaLayNet:
+    torch.manual_seed(seed)
+    net = DynaLayNet(config)
+    with torch.no_grad():
+        for block in net.blocks:
+            block.loop_conv.weight.mul_(weight_scale)
+            # Non-trivial BatchNorm statistics so eval mode is not the identity.
+            block.inject_norm.running_mean.uniform_(-0.2, 0.2)
+            block.inject_norm.running_var.uniform_(0.5, 1.5)
+    return net.eval()
+
+
+def images_for(config: DynaLayConfig, batch: int, seed: int = 1) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(seed)
+    return torch.randn(
+        batch, config.in_channels, config.image_size, config.image_size, generator=generator
+    )
+
+
+# ----- contraction --------------------------------------------------------------------------------
+def jacobian_norm_by_power_iteration(f, z: torch.Tensor, steps: int = 100) -> float:
+    """Largest singular value of the Jacobian of ``f`` at ``z`` (power iteration on J^T J)."""
+    vector = torch.randn_like(z)
+    vector /= vector.norm()
+    norm = 0.0
+    for _ in range(steps):
+        _, jv = torch.func.jvp(f, (z,), (vector,))
+        _, vjp_fn = torch.func.vjp(f, z)
+        (jtjv,) = vjp_fn(jv)
+        norm = jv.norm().item()
+        vector = jtjv / jtjv.norm()
+    return norm
+
+
+@pytest.mark.parametrize("weight_scale", [1.0, 25.0])
+@pytest.mark.parametrize("train_mode", [False, True])
+def test_fpi_map_is_a_contraction_in_z_at_random_points(weight_scale, train_mode):
+    net = make_net(weight_scale=weight_scale)
+    net.train(train_mode)
+    images = images_for(TINY, 2)
+    state = net.straight(images).state
+    for index, block in enumerate(net.blocks):
+        weight = block.loop_conv.effective_weight().detach()
+        u = state.injection[index].detach()
+        for point_seed in range(3):
+            torch.manual_seed(point_seed)
+            z = torch.rand_like(u) * 3.0
+
+            def f(z, block=block, u=u, weight=weight):
+                return block.f(z, u, weight)
+
+            lipschitz = jacobian_norm_by_power_iteration(f, z)
+            assert lipschitz < 1.0
+            assert lipschitz <= TINY.contraction * (1 + 1e-3)
+
+
+def test_operator_norm_estimate_matches_dense_svd_not_the_reshaped_matrix():
+    torch.manual_seed(0)
+    conv = ContractiveConv2d(channels=2, size=5, bound=0.9)
+    conv.eval()
+    estimate = conv.estimate_norm()
+    dense = torch.autograd.functional.jacobian(
+        lambda x: conv.conv(x, conv.weight.detach()), torch.zeros(1, 2, 5, 5)
+    ).reshape(50, 50)
+    true_norm = torch.linalg.matrix_norm(dense, ord=2).item()
+    reshaped_norm = torch.linalg.matrix_norm(conv.weight.detach().reshape(2, -1), ord=2).item()
+    assert estimate == pytest.approx(true_norm, rel=1e-4)
+    assert abs(reshaped_norm - true_norm) > 1e-2  # the proxy would be a different number
+    effective = conv.effective_weight().detach()
+    dense_effective = torch.autograd.functional.jacobian(
+        lambda x: conv.conv(x, effective), torch.zeros(1, 2, 5, 5)
+    ).reshape(50, 50)
+    assert torch.linalg.matrix_norm(dense_effective, ord=2).item() <= 0.9 * (1 + 1e-4)
+
+
+def test_norm_is_re_estimated_after_weights_change_in_eval_mode():
+    torch.manual_seed(0)
+    conv = ContractiveConv2d(channels=3, size=4, bound=0.5).eval()
+    first = conv.effective_weight()
+    with torch.no_grad():
+        conv.weight.mul_(10.0)
+    second = conv.effective_weight()
+    assert conv.weight_norm.item() == pytest.approx(10 * conv.estimate_norm() / 10, rel=1e-5)
+    assert torch.allclose(first, second, rtol=1e-4, atol=1e-6)  # rescaled back to the bound
+
+
+# ----- looping ----------------------------------------------------------------------------------
+def test_loop_reaches_tolerance_and_is_a_fixed_point():
+    net = make_net(weight_scale=5.0)
+    images = images_for(TINY, 6)
+    with torch.no_grad():
+        output = net.step(net.straight(images).state, torch.full((6,), 3))
+    assert (output.state.residual < TINY.tol).all()
+    assert (output.iterations > 1).all() and (output.iterations < TINY.max_iter).all()
+    assert not output.diverged.any()
+    for index, block in enumerate(net.blocks):
+        z = output.state.z[index]
+        with torch.no_grad():
+            fz = block.f(z, output.state.injection[index])
+        relative = (fz - z).flatten(1).norm(dim=1) / fz.flatten(1).norm(dim=1)
+        # One more step from a point with residual r moves at most gamma * r.
+        assert (relative < TINY.tol).all()
+
+
+def test_loop_stops_at_max_iter_when_tolerance_is_unreachable():
+    config = DynaLayConfig(**{**TINY.to_dict(), "tol": 1e-30, "max_iter": 4})
+    net = make_net(config, weight_scale=5.0)
+    with torch.no_grad():
+        output = net.step(net.straight(images_for(config, 3)).state, torch.full((3,), 2))
+    assert output.iterations[:, :2].eq(4).all() and output.iterations[:, 2].eq(0).all()
+
+
+@pytest.mark.parametrize("failure", ["nan", "growth"])
+def test_divergence_is_detected_per_sample_and_not_propagated(failure):
+    block = FPIBlock(2, 2, in_size=4, stride=1, contraction=0.5).eval()
+    u = torch.rand(3, 2, 4, 4)
+    z0 = torch.rand(3, 2, 4, 4)
+    calls = {"n": 0}
+    honest_f = block.f
+
+    def broken_f(z, u, weight=None):
+        calls["n"] += 1
+        out = honest_f(z, u, weight)
+        if calls["n"] >= 2 and out.shape[0] == 3:
+            bad = out.clone()
+            bad[1] = math.nan if failure == "nan" else bad[1] * 1e6 + 1e6
+            return bad
+        return out
+
+    block.f = broken_f
+    with torch.no_grad():
+        result = block.solve(u, z0, block.loop_conv.effective_weight(), tol=1e-6, max_iter=20)
+    assert result.diverged.tolist() == [False, True, False]
+    assert torch.isfinite(result.z).all()
+    assert result.iterations[1].item() == 2
+    assert result.residual[0] < 1e-6 and result.residual[2] < 1e-6
+
+
+# ----- implicit backward ------------------------------------------------------------------------
+def unrolled_logits(net: DynaLayNet, images: torch.Tensor, iterations: int) -> torch.Tensor:
+    """Reference: loop every block by plain autograd through ``iterations`` applications of f."""
+    x = images
+    for block in net.blocks:
+        u = block.inject(x)
+        weight = block.loop_conv.effective_weight()
+        z = block.straight(u)
+        for _ in range(iterations):
+            z = block.f(z, u, weight)
+        x = z
+    return net.head(x.mean(dim=(2, 3)))
+
+
+def test_implicit_gradients_match_unrolled_backprop_in_float64():
+    config = DynaLayConfig(
+        **{
+            **TINY.to_dict(),
+            "tol": 1e-13,
+            "max_iter": 400,
+            "backward_tol": 1e-13,
+            "backward_max_iter": 400,
+        }
+    )
+    net = make_net(config, weight_scale=4.0).double()
+    images = images_for(config, 4).double()
+    weights = torch.randn(4, config.num_classes, dtype=torch.float64)
+
+    def gradients(logits_fn):
+        net.zero_grad()
+        x = images.clone().requires_grad_()
+        (logits_fn(x) * weights).sum().backward()
+        return [x.grad.clone()] + [p.grad.clone() for p in net.parameters()]
+
+    implicit = gradients(lambda x: net(x, torch.full((4,), config.n_blocks)))
+    unrolled = gradients(lambda x: unrolled_logits(net, x, iterations=400))
+    names = ["images"] + [name for name, _ in net.named_parameters()]
+    for name, a, b in zip(names, implicit, unrolled, strict=True):
+        error = (a - b).norm() / b.norm().clamp_min(1e-30)
+        assert error < 1e-4, f"{name}: relative gradient error {error:.2e}"
+        assert b.norm() > 0, f"{name}: no gradient reached it"
+
+
+def test_implicit_backward_does_not_store_the_iterations():
+    net = make_net(weight_scale=5.0)
+    images = images_for(TINY, 2).requires_grad_()
+    logits = net(images, torch.full((2,), 3))
+    # The graph behind the logits holds one application of f per block, not one per iteration.
+    seen, stack, relu_nodes = set(), [logits.grad_fn], 0
+    while stack:
+        node = stack.pop()
+        if node is None or node in seen:
+            continue
+        seen.add(node)
+        relu_nodes += "Relu" in type(node).__name__
+        stack.extend(next_fn for next_fn, _ in node.next_functions)
+    assert relu_nodes <= 2 * TINY.n_blocks  # straight relu + one f application per block
+
+
+# ----- grouping by action and FLOPs ---------------------------------------------------------------
+def test_mixed_action_batch_equals_each_sample_alone():
+    net = make_net(weight_scale=5.0)
+    images = images_for(TINY, 8)
+    actions = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+    with torch.no_grad():
+        batched = net.step(net.straight(images).state, actions)
+        for i in range(8):
+            alone = net.step(net.straight(images[i : i + 1]).state, actions[i : i + 1])
+            assert torch.allclose(batched.state.logits[i], alone.state.logits[0], atol=1e-5)
+            assert batched.flops[i] == alone.flops[0]
+            assert torch.equal(batched.iterations[i], alone.iterations[0])
+            for z_batched, z_alone in zip(batched.state.z, alone.state.z, strict=True):
+                assert torch.allclose(z_batched[i], z_alone[0], atol=1e-5)
+
+
+def test_flops_are_ordered_by_action():
+    net = make_net(weight_scale=5.0)
+    images = images_for(TINY, 1).expand(4, -1, -1, -1)
+    with torch.no_grad():
+        output = net.step(net.straight(images).state, torch.tensor([0, 1, 2, 3]))
+    flops = output.flops.tolist()
+    assert flops[0] == 0
+    assert flops[0] < flops[1] < flops[2] < flops[3]
+    assert max(flops) <= net.max_step_flops()
+
+
+def test_flops_equal_a_hand_count_on_a_tiny_network():
+    # 1x4x4 input, blocks of 2 (stride 1, 4x4) and 3 channels (stride 2, 2x2), 2 classes.
+    config = DynaLayConfig(
+        in_channels=1, image_size=4, num_classes=2, widths=(2, 3), max_iter=7, tol=1e-4
+    )
+    net = make_net(config, weight_scale=3.0)
+    inject_1 = 2 * (1 * 9) * (2 * 4 * 4)  # 576: 2 FLOPs per MAC, 9 MACs per output, 32 outputs
+    iterate_1 = 2 * (2 * 9) * (2 * 4 * 4)  # 1152
+    inject_2 = 2 * (2 * 9) * (3 * 2 * 2)  # 432
+    iterate_2 = 2 * (3 * 9) * (3 * 2 * 2)  # 648
+    head = 2 * 3 * 2 + 2  # 14: weights plus bias
+    images = images_for(config, 3)
+    with torch.no_grad():
+        straight = net.straight(images)
+        step = net.step(straight.state, torch.tensor([0, 1, 2]))
+    assert straight.flops.tolist() == [inject_1 + inject_2 + head] * 3 == [1022] * 3
+    its = step.iterations.tolist()
+    assert step.flops.tolist() == [
+        0,
+        inject_2 + its[1][0] * iterate_1 + head,
+        inject_2 + its[2][0] * iterate_1 + its[2][1] * iterate_2 + head,
+    ]
+    assert net.max_step_flops() == inject_2 + 7 * (iterate_1 + iterate_2) + head
+
+
+def test_bad_actions_and_images_give_clear_errors():
+    net = make_net()
+    state = net.straight(images_for(TINY, 2)).state
+    with pytest.raises(ValueError, match=r"actions must be in \[0, 3\]"):
+        net.step(state, torch.tensor([0, 4]))
+    with pytest.raises(ValueError, match=r"actions must have shape \(2,\)"):
+        net.step(state, torch.tensor([0, 1, 2]))
+    with pytest.raises(ValueError, match=r"images must have shape \(B, 1, 8, 8\)"):
+        net.straight(torch.zeros(2, 3, 32, 32))
+    with pytest.raises(ValueError, match="contraction must be in"):
+        DynaLayConfig(contraction=1.0)
+
+
+# ----- checkpoints --------------------------------------------------------------------------------
+def test_save_load_round_trips_exactly(tmp_path: Path):
+    net = make_net(weight_scale=5.0)
+    path = save_main_model(net, tmp_path / "model.pt", metadata={"dataset": "tiny"})
+    loaded, metadata = load_main_model(path)
+    assert metadata == {"dataset": "tiny"}
+    assert loaded.config == net.config
+    for (name, a), (_, b) in zip(
+        net.state_dict().items(), loaded.state_dict().items(), strict=True
+    ):
+        assert torch.equal(a, b), name
+    images, actions = images_for(TINY, 4), torch.tensor([0, 1, 2, 3])
+    with torch.no_grad():
+        assert torch.equal(net(images, actions), loaded(images, actions))
+    assert [p.name for p in tmp_path.iterdir()] == ["model.pt"]  # no temporary file left
+
+
+def test_bad_checkpoints_give_clear_errors(tmp_path: Path):
+    net = make_net()
+    good = save_main_model(net, tmp_path / "good.pt")
+
+    with pytest.raises(FileNotFoundError, match="missing.pt"):
+        load_main_model(tmp_path / "missing.pt")
+
+    truncated = tmp_path / "truncated.pt"
+    truncated.write_bytes(good.read_bytes()[:200])
+    with pytest.raises(CheckpointError, match="truncated.pt.*not a readable"):
+        load_main_model(truncated)
+
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"weights": torch.zeros(2)}, foreign)
+    with pytest.raises(CheckpointError, match="foreign.pt is not a DynaLay main-model"):
+        load_main_model(foreign)
+
+    payload = read_main_model_file(good)
+    newer = tmp_path / "newer.pt"
+    torch.save({**payload, "format_version": FORMAT_VERSION + 1}, newer)
+    with pytest.raises(CheckpointError, match="newer.pt has checkpoint format version 2.*upgrade"):
+        load_main_model(newer)
+
+    with pytest.raises(CheckpointError, match=r"another architecture: in_channels: checkpoint 1"):
+        load_main_model(good, expected_config=DynaLayConfig())
+
+    mangled = tmp_path / "mangled.pt"
+    state = dict(payload["state_dict"])
+    state["head.weight"] = torch.zeros(7, 7)
+    torch.save({**payload, "state_dict": state}, mangled)
+    with pytest.raises(CheckpointError, match="mangled.pt: weights do not match"):
+        load_main_model(mangled)
+
+
+def test_failed_save_leaves_no_partial_file(tmp_path: Path, monkeypatch):
+    net = make_net()
+
+    def exploding_save(obj, handle):
+        handle.write(b"partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", exploding_save)
+    with pytest.raises(OSError, match="disk full"):
+        save_main_model(net, tmp_path / "model.pt")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_default_network_matches_the_thesis_shapes():
+    net = DynaLayNet()
+    assert [b.loop_conv.weight.shape[0] for b in net.blocks] == [64, 128, 256]
+    assert [b.out_size for b in net.blocks] == [32, 16, 8]
+    assert isinstance(net.head, nn.Linear) and net.head.out_features == 10
+    mnist = DynaLayNet(DynaLayConfig(in_channels=1, image_size=28))
+    assert [b.out_size for b in mnist.blocks] == [28, 14, 7]
