@@ -1,0 +1,87 @@
+"""One constructor for the batched core, shared by the single and the vector env faces."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+
+from dynalay_env.core import DynaLayCore
+from dynalay_env.data import SPLITS, ImageSplit, get_spec, load_splits
+from dynalay_env.models import DEFAULT_WIDTHS, obtain_main_model, resolve_device
+from main_model import DynaLayNet
+
+
+def build_core(
+    num_slots: int,
+    dataset: str = "CIFAR10",
+    *,
+    split: str = "holdout",
+    checkpoint: str | os.PathLike | None = None,
+    model: DynaLayNet | None = None,
+    splits: Mapping[str, ImageSplit] | None = None,
+    data_dir: str | os.PathLike | None = None,
+    download: bool = False,
+    holdout_size: int = 5000,
+    data_seed: int = 0,
+    alpha: float = 0.5,
+    beta: float = 0.3,
+    max_steps: int = 1,
+    max_episode_steps: int | None = None,
+    sequential: bool = False,
+    device: str = "auto",
+    pretrain_epochs: int = 20,
+    widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    progress: bool = True,
+) -> DynaLayCore:
+    """Load the data and the main model and build a :class:`DynaLayCore` with ``num_slots``.
+
+    Args:
+        num_slots: episodes run side by side (1 for the single env).
+        dataset: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST`` or ``MNIST``.
+        split: where episodes come from: ``holdout`` (agent training; the main model never saw
+            it), ``test`` (evaluation) or ``train``.
+        checkpoint: a main-model checkpoint; default: the cached pretrained one, else pre-train.
+        model: a main model object to use as is (shared with a trainer, for example).
+        splits: in-memory splits ({"train", "holdout", "test"} -> ImageSplit) instead of files.
+        data_dir: where to look first for the dataset files.
+        download: let torchvision download the dataset when no copy is found.
+        holdout_size, data_seed: size and seed of the holdout carved out of the training set.
+        alpha, beta: reward per correct answer and weight of the compute penalty.
+        max_steps: decisions per episode (1 = the thesis's one-shot choice).
+        max_episode_steps: optional truncation below ``max_steps``.
+        sequential: walk the split in order instead of drawing samples at random.
+        device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
+        pretrain_epochs, widths: how to pre-train a main model when none is cached.
+        progress: print progress bars and where the model came from.
+    """
+    if split not in SPLITS:
+        raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+    spec = get_spec(dataset)
+    if splits is None:
+        splits = load_splits(spec.name, data_dir, holdout_size, data_seed, download)
+    if split not in splits:
+        raise ValueError(f"splits has no {split!r} split (it has {sorted(splits)})")
+    if splits[split].spec.name != spec.name:
+        raise ValueError(f"splits hold {splits[split].spec.name} data, not {spec.name}")
+    resolved_device = resolve_device(device)
+    main_model = obtain_main_model(
+        spec,
+        model=model,
+        checkpoint=checkpoint,
+        train_split=splits.get("train"),
+        pretrain_epochs=pretrain_epochs,
+        widths=widths,
+        device=resolved_device,
+        progress=progress,
+    )
+    return DynaLayCore(
+        main_model,
+        splits[split],
+        num_slots,
+        alpha=alpha,
+        beta=beta,
+        max_steps=max_steps,
+        max_episode_steps=max_episode_steps,
+        sequential=sequential,
+        device=resolved_device,
+    )

@@ -1,0 +1,310 @@
+"""The batched core of the DynaLay MDP: N sample slots stepped together on one device.
+
+Both Gymnasium faces (:class:`~dynalay_env.env.DynaLayEnv` with one slot and
+:class:`~dynalay_env.vector_env.DynaLayVectorEnv` with N) drive this class; the MDP lives here
+once. One episode = one input sample:
+
+- reset: draw the next sample of the split, run the straight pass (the plain CNN).
+- action 0 (NOP): answer with the current prediction; the episode ends with
+  reward ``alpha * correct``.
+- action k >= 1: loop blocks 1..k (warm-started), then blocks k+1..n straight; reward
+  ``-beta * cost * consecutive_count`` with ``cost = step FLOPs / FLOPs of the most expensive
+  possible step`` in [0, 1] and ``consecutive_count`` the number of decisions in a row (this one
+  included) that chose this same k. After ``max_steps`` decisions the episode ends with the
+  answer and its ``alpha * correct`` added to that step's reward.
+
+Observation layout (float32, ``n`` blocks of widths ``C_1..C_n``, ``K`` classes,
+``P = C_1 + ... + C_n``; see :meth:`DynaLayCore.observation_layout`):
+
+====================  ===========================  =============================================
+index range           part                         values
+====================  ===========================  =============================================
+[0, P)                pooled activations           global-average-pooled z_l of every block, >= 0
+[P, P+K)              class probabilities          softmax of the current logits
+[P+K, P+K+n)          last FPI residual per block  1.0 after a straight pass, clipped to [0, 10]
+[P+K+n, P+K+2n+1)     previous action, one-hot     all zeros before the first decision
+P+K+2n+1              its consecutive count        0 before the first decision
+P+K+2n+2              step index                   decisions taken so far, 0..max_steps-1
+====================  ===========================  =============================================
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from gymnasium import spaces
+from torch import Tensor
+
+from dynalay_env.data import ImageSplit
+from main_model import DynaLayNet, NetState
+
+RESIDUAL_CLIP = 10.0
+
+
+@dataclass
+class CoreStep:
+    """Result of :meth:`DynaLayCore.step` for all N slots (numpy, on the CPU).
+
+    Attributes:
+        reward: (N,) float32.
+        terminated: (N,) bool, the episode ended with an answer.
+        truncated: (N,) bool, cut by ``max_episode_steps`` before an answer.
+        episode: per-slot episode summaries (see :meth:`DynaLayCore.episode_info`), valid where
+            ``terminated | truncated``.
+    """
+
+    reward: np.ndarray
+    terminated: np.ndarray
+    truncated: np.ndarray
+    episode: dict[str, np.ndarray]
+
+
+class DynaLayCore:
+    """N sample slots of the DynaLay MDP over one data split, batched on one device.
+
+    Args:
+        model: the main model (put in eval mode and frozen while the core uses it).
+        split: the samples episodes are drawn from (moved to ``device``).
+        num_slots: N, the number of episodes run side by side.
+        alpha: reward per correct answer.
+        beta: weight of the compute penalty.
+        max_steps: decisions per episode before the answer is forced (1 = the thesis's one-shot).
+        max_episode_steps: optional truncation (a Gymnasium time limit) below ``max_steps``.
+        sequential: draw samples in order through the split (wrapping around), not at random.
+        device: where the model and the images live.
+    """
+
+    def __init__(
+        self,
+        model: DynaLayNet,
+        split: ImageSplit,
+        num_slots: int,
+        *,
+        alpha: float = 0.5,
+        beta: float = 0.3,
+        max_steps: int = 1,
+        max_episode_steps: int | None = None,
+        sequential: bool = False,
+        device: torch.device | str = "cpu",
+    ) -> None:
+        if num_slots < 1:
+            raise ValueError(f"num_slots must be >= 1, got {num_slots}")
+        if max_steps < 1:
+            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if max_episode_steps is not None and max_episode_steps < 1:
+            raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
+        config = model.config
+        if (config.in_channels, config.image_size, config.num_classes) != (
+            split.spec.in_channels,
+            split.spec.image_size,
+            split.spec.num_classes,
+        ):
+            raise ValueError(
+                f"main model expects {config.in_channels}x{config.image_size}x{config.image_size} "
+                f"images and {config.num_classes} classes, but the {split.spec.name} data has "
+                f"{split.spec.in_channels}x{split.spec.image_size}x{split.spec.image_size} and "
+                f"{split.spec.num_classes}; use a checkpoint trained on {split.spec.name}"
+            )
+        self.device = torch.device(device)
+        self.model = model.to(self.device).eval().requires_grad_(False)
+        self.split = split.to(self.device)
+        self.num_slots = num_slots
+        self.alpha, self.beta = float(alpha), float(beta)
+        self.max_steps = max_steps
+        self.max_episode_steps = max_episode_steps
+        self.sequential = sequential
+        self.n_blocks = model.n_blocks
+        self.n_actions = model.n_actions
+        self.max_step_flops = float(model.max_step_flops())
+        self.cursor = 0
+        self.observation_layout = self._layout()
+        self.observation_size = self.observation_layout["step_index"].stop
+        self.single_observation_space = self._observation_space()
+        self.state: NetState | None = None
+
+    # ----- observation -------------------------------------------------------------------------
+    def _layout(self) -> dict[str, slice]:
+        sizes = {
+            "pooled_activations": sum(self.model.config.widths),
+            "class_probabilities": self.model.config.num_classes,
+            "residuals": self.n_blocks,
+            "previous_action": self.n_actions,
+            "consecutive_count": 1,
+            "step_index": 1,
+        }
+        layout, start = {}, 0
+        for name, size in sizes.items():
+            layout[name] = slice(start, start + size)
+            start += size
+        return layout
+
+    def _observation_space(self) -> spaces.Box:
+        low = np.zeros(self.observation_size, dtype=np.float32)
+        high = np.full(self.observation_size, np.inf, dtype=np.float32)
+        high[self.observation_layout["class_probabilities"]] = 1.0
+        high[self.observation_layout["residuals"]] = RESIDUAL_CLIP
+        high[self.observation_layout["previous_action"]] = 1.0
+        high[self.observation_layout["consecutive_count"]] = self.max_steps
+        high[self.observation_layout["step_index"]] = self.max_steps
+        return spaces.Box(low, high, dtype=np.float32)
+
+    def observe(self) -> np.ndarray:
+        """(N, D) float32 observations of every slot (a fresh array)."""
+        if self.state is None:
+            raise RuntimeError("call reset() before observing or stepping the environment")
+        previous = torch.nn.functional.one_hot(self.previous_action.clamp_min(0), self.n_actions)
+        previous = previous * (self.previous_action >= 0).unsqueeze(1)
+        parts = [
+            self.state.pooled(),
+            torch.softmax(self.state.logits, dim=1),
+            self.state.residual.nan_to_num(RESIDUAL_CLIP).clamp(0.0, RESIDUAL_CLIP),
+            previous.float(),
+            self.consecutive.unsqueeze(1).float(),
+            self.steps.unsqueeze(1).float(),
+        ]
+        return torch.cat(parts, dim=1).to(torch.float32).cpu().numpy()
+
+    # ----- reset -----------------------------------------------------------------------------
+    def draw_rows(self, count: int, rng: np.random.Generator) -> np.ndarray:
+        """Positions in the split of the next ``count`` samples (sequential or random)."""
+        if self.sequential:
+            rows = (self.cursor + np.arange(count)) % len(self.split)
+            self.cursor = int((self.cursor + count) % len(self.split))
+            return rows
+        return rng.integers(0, len(self.split), size=count)
+
+    @torch.no_grad()
+    def reset_slots(
+        self, slots: np.ndarray, rng: np.random.Generator, rows: np.ndarray | None = None
+    ) -> None:
+        """Start new episodes in ``slots`` (indices), on ``rows`` of the split or drawn ones."""
+        slots = np.asarray(slots, dtype=np.int64)
+        if slots.size == 0:
+            return
+        if rows is None:
+            rows = self.draw_rows(slots.size, rng)
+        rows = np.asarray(rows, dtype=np.int64).reshape(-1)
+        if rows.shape != slots.shape:
+            raise ValueError(f"got {rows.size} sample rows for {slots.size} slots to reset")
+        if rows.min() < 0 or rows.max() >= len(self.split):
+            raise ValueError(f"sample rows must be in [0, {len(self.split) - 1}], got {rows}")
+        rows_t = torch.as_tensor(rows, device=self.device)
+        slots_t = torch.as_tensor(slots, device=self.device)
+        output = self.model.straight(self.split.normalized(rows_t))
+        if self.state is None:
+            if not np.array_equal(np.sort(slots), np.arange(self.num_slots)):
+                raise RuntimeError("the first reset must reset every slot")
+            self._allocate(output.state)
+        self.state = self.state.replace_rows(slots_t, output.state)
+        self.rows[slots_t] = rows_t
+        self.previous_action[slots_t] = -1
+        self.consecutive[slots_t] = 0
+        self.steps[slots_t] = 0
+        self.total_cost[slots_t] = 0.0
+        self.total_flops[slots_t] = output.flops
+        self.iterations[slots_t] = 0
+        self.action_history[slots_t] = -1
+
+    def _allocate(self, template: NetState) -> None:
+        """Per-slot buffers, allocated once on the first reset."""
+        n, device = self.num_slots, self.device
+        self.state = template
+        self.rows = torch.zeros(n, dtype=torch.long, device=device)
+        self.previous_action = torch.full((n,), -1, dtype=torch.long, device=device)
+        self.consecutive = torch.zeros(n, dtype=torch.long, device=device)
+        self.steps = torch.zeros(n, dtype=torch.long, device=device)
+        self.total_cost = torch.zeros(n, dtype=torch.float64, device=device)
+        self.total_flops = torch.zeros(n, dtype=torch.long, device=device)
+        self.iterations = torch.zeros(n, self.n_blocks, dtype=torch.long, device=device)
+        self.action_history = torch.full((n, self.max_steps), -1, dtype=torch.long, device=device)
+
+    # ----- step ------------------------------------------------------------------------------
+    def validate_actions(self, actions) -> np.ndarray:
+        """(N,) int64 actions, or a ValueError that says what was wrong."""
+        array = np.asarray(actions)
+        if array.shape != (self.num_slots,):
+            raise ValueError(
+                f"expected {self.num_slots} action(s) of shape ({self.num_slots},), "
+                f"got shape {array.shape}"
+            )
+        if not np.issubdtype(array.dtype, np.integer):
+            if not (np.issubdtype(array.dtype, np.floating) and np.all(array == np.round(array))):
+                raise ValueError(f"actions must be integers, got {array!r}")
+        array = array.astype(np.int64)
+        if array.min() < 0 or array.max() >= self.n_actions:
+            raise ValueError(
+                f"actions must be in [0, {self.n_actions - 1}] (0 = NOP, k = loop blocks 1..k), "
+                f"got {array.tolist()}"
+            )
+        return array
+
+    @torch.no_grad()
+    def step(self, actions: np.ndarray, active: np.ndarray | None = None) -> CoreStep:
+        """Apply one decision in every ``active`` slot (all by default); others are untouched."""
+        if self.state is None:
+            raise RuntimeError("call reset() before step()")
+        actions_t = torch.as_tensor(self.validate_actions(actions), device=self.device)
+        active_t = (
+            torch.ones(self.num_slots, dtype=torch.bool, device=self.device)
+            if active is None
+            else torch.as_tensor(np.asarray(active, dtype=bool), device=self.device)
+        )
+        actions_t = torch.where(active_t, actions_t, torch.zeros_like(actions_t))
+        output = self.model.step(self.state, actions_t)
+        self.state = output.state
+
+        looped = (actions_t > 0) & active_t
+        count = torch.where(actions_t == self.previous_action, self.consecutive + 1, 1)
+        cost = output.flops.double() / self.max_step_flops
+        stepped = torch.nonzero(active_t).squeeze(1)
+        self.action_history[stepped, self.steps[stepped].clamp_max(self.max_steps - 1)] = actions_t[
+            stepped
+        ]
+        self.steps += active_t.long()
+        self.consecutive = torch.where(active_t, count, self.consecutive)
+        self.previous_action = torch.where(active_t, actions_t, self.previous_action)
+        self.total_cost += torch.where(looped, cost, 0.0)
+        self.total_flops += output.flops
+        self.iterations += output.iterations
+
+        label = self.split.labels[self.rows]
+        correct = self.state.logits.argmax(dim=1) == label
+        terminated = active_t & (~looped | (self.steps >= self.max_steps))
+        truncated = torch.zeros_like(terminated)
+        if self.max_episode_steps is not None:
+            truncated = active_t & ~terminated & (self.steps >= self.max_episode_steps)
+        reward = torch.where(looped, -self.beta * cost * count, 0.0)
+        reward = reward + torch.where(terminated, self.alpha * correct.double(), 0.0)
+        return CoreStep(
+            reward=reward.float().cpu().numpy(),
+            terminated=terminated.cpu().numpy(),
+            truncated=truncated.cpu().numpy(),
+            episode=self.episode_info(correct),
+        )
+
+    def episode_info(self, correct: Tensor | None = None) -> dict[str, np.ndarray]:
+        """Per-slot summary of the episode so far, as numpy arrays over the N slots.
+
+        Keys: ``prediction`` (N,) int64, ``label`` (N,) int64, ``correct`` (N,) bool,
+        ``total_cost`` (N,) float64 (sum of the normalised step costs), ``flops`` (N,) int64
+        (all FLOPs spent on the sample, straight pass included), ``actions`` (N, max_steps) int64
+        (-1 after the last decision), ``iterations`` (N, n) int64 FPI iterations per block,
+        ``episode_steps`` (N,) int64, ``dataset_index`` (N,) int64 (index in the torchvision split).
+        """
+        prediction = self.state.logits.argmax(dim=1)
+        label = self.split.labels[self.rows]
+        if correct is None:
+            correct = prediction == label
+        return {
+            "prediction": prediction.cpu().numpy(),
+            "label": label.cpu().numpy(),
+            "correct": correct.cpu().numpy(),
+            "total_cost": self.total_cost.cpu().numpy(),
+            "flops": self.total_flops.cpu().numpy(),
+            "actions": self.action_history.cpu().numpy(),
+            "iterations": self.iterations.cpu().numpy(),
+            "episode_steps": self.steps.cpu().numpy(),
+            "dataset_index": self.split.indices[self.rows].cpu().numpy(),
+        }

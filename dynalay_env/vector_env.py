@@ -1,0 +1,108 @@
+"""``DynaLayVectorEnv``: the native batched Gymnasium vector face of the core (N slots).
+
+One model forward per step for all N slots, on the GPU when there is one. Same keyword
+arguments as :class:`~dynalay_env.env.DynaLayEnv`, plus ``num_envs``, ``max_episode_steps`` and
+``autoreset_mode`` (declared in ``metadata["autoreset_mode"]``):
+
+- ``NEXT_STEP`` (Gymnasium's default): a finished slot returns its last observation; the next
+  ``step`` ignores its action, resets it and returns reward 0, ``terminated = truncated = False``.
+- ``SAME_STEP`` (used by the SB3 adapter): a finished slot is reset within the same step; its
+  last observation and episode info are in ``infos["final_obs"]`` and ``infos["final_info"]``.
+- ``DISABLED``: finished slots must be reset by ``reset(options={"reset_mask": mask})``.
+
+Infos follow Gymnasium's batched layout: arrays of shape (N, ...) with boolean ``_key`` masks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+from gymnasium import spaces
+from gymnasium.vector import AutoresetMode, VectorEnv
+from gymnasium.vector.utils import batch_space
+
+from dynalay_env.build import build_core
+
+
+class DynaLayVectorEnv(VectorEnv):
+    """N DynaLay episodes stepped as one batch; see the module docstring for autoreset."""
+
+    metadata: dict[str, Any] = {"render_modes": [], "autoreset_mode": AutoresetMode.NEXT_STEP}
+
+    def __init__(
+        self,
+        num_envs: int = 1,
+        dataset: str = "CIFAR10",
+        *,
+        max_episode_steps: int | None = None,
+        autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        **kwargs: Any,
+    ) -> None:
+        self.autoreset_mode = AutoresetMode(autoreset_mode)
+        self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
+        self.core = build_core(num_envs, dataset, max_episode_steps=max_episode_steps, **kwargs)
+        self.num_envs = num_envs
+        self.single_observation_space = self.core.single_observation_space
+        self.observation_space = batch_space(self.single_observation_space, num_envs)
+        self.single_action_space = spaces.Discrete(self.core.n_actions)
+        self.action_space = batch_space(self.single_action_space, num_envs)
+        self._needs_reset = np.ones(num_envs, dtype=bool)
+        self._started = False
+
+    def reset(
+        self, *, seed: int | None = None, options: dict[str, Any] | None = None
+    ) -> tuple[np.ndarray, dict[str, Any]]:
+        """Reset all slots, or those in ``options["reset_mask"]``.
+
+        ``options["indices"]``: rows of the split to start on, one per slot being reset.
+        """
+        super().reset(seed=seed)
+        options = options or {}
+        mask = np.asarray(options.get("reset_mask", np.ones(self.num_envs, dtype=bool)))
+        if mask.shape != (self.num_envs,) or mask.dtype != bool:
+            raise ValueError(f"reset_mask must be a bool array of shape ({self.num_envs},)")
+        if not self._started and not mask.all():
+            raise ValueError("the first reset must reset every slot (no reset_mask)")
+        slots = np.flatnonzero(mask)
+        rows = options.get("indices")
+        self.core.reset_slots(slots, self.np_random, None if rows is None else np.asarray(rows))
+        self._needs_reset[slots] = False
+        self._started = True
+        index = self.core.episode_info()["dataset_index"]
+        return self.core.observe(), {"dataset_index": index, "_dataset_index": mask.copy()}
+
+    def step(
+        self, actions: np.ndarray
+    ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, dict[str, Any]]:
+        if not self._started:
+            raise RuntimeError("call reset() before step()")
+        actions = self.core.validate_actions(actions)
+        infos: dict[str, Any] = {}
+        if self.autoreset_mode == AutoresetMode.NEXT_STEP:
+            resetting = self._needs_reset.copy()
+            result = self.core.step(actions, active=~resetting)
+            self.core.reset_slots(np.flatnonzero(resetting), self.np_random)
+        else:
+            if self._needs_reset.any():
+                raise RuntimeError(
+                    f"slots {np.flatnonzero(self._needs_reset).tolist()} finished their episode: "
+                    "reset them with reset(options={'reset_mask': mask}) before stepping"
+                )
+            result = self.core.step(actions)
+        done = result.terminated | result.truncated
+        episode = {key: value for key, value in result.episode.items()}
+        episode.update({f"_{key}": done.copy() for key in result.episode})
+        if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            final_obs = np.full(self.num_envs, None, dtype=object)
+            last = self.core.observe()
+            for slot in np.flatnonzero(done):
+                final_obs[slot] = last[slot]
+            infos.update(
+                final_obs=final_obs, _final_obs=done.copy(), final_info=episode, _final_info=done
+            )
+            self.core.reset_slots(np.flatnonzero(done), self.np_random)
+        else:
+            infos.update(episode)
+            self._needs_reset = done
+        return self.core.observe(), result.reward, result.terminated, result.truncated, infos
