@@ -297,14 +297,16 @@ class DynaLayCore:
         label = self.split.labels[self.rows]
         if correct is None:
             correct = prediction == label
-        return {
-            "prediction": prediction.cpu().numpy(),
-            "label": label.cpu().numpy(),
-            "correct": correct.cpu().numpy(),
-            "total_cost": self.total_cost.cpu().numpy(),
-            "flops": self.total_flops.cpu().numpy(),
-            "actions": self.action_history.cpu().numpy(),
-            "iterations": self.iterations.cpu().numpy(),
-            "episode_steps": self.steps.cpu().numpy(),
-            "dataset_index": self.split.indices[self.rows].cpu().numpy(),
+        values = {
+            "prediction": prediction,
+            "label": label,
+            "correct": correct,
+            "total_cost": self.total_cost,
+            "flops": self.total_flops,
+            "actions": self.action_history,
+            "iterations": self.iterations,
+            "episode_steps": self.steps,
+            "dataset_index": self.split.indices[self.rows],
         }
+        # Copies: on the CPU .numpy() shares memory with buffers the next reset overwrites.
+        return {key: value.cpu().numpy().copy() for key, value in values.items()}

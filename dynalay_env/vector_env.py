@@ -103,6 +103,7 @@ class DynaLayVectorEnv(VectorEnv):
             )
             self.core.reset_slots(np.flatnonzero(done), self.np_random)
         else:
-            infos.update(episode)
+            if done.any():  # like SyncVectorEnv: keys appear only when some slot has them
+                infos.update(episode)
             self._needs_reset = done
         return self.core.observe(), result.reward, result.terminated, result.truncated, infos

@@ -92,8 +92,9 @@ class ContractiveConv2d(nn.Module):
         if self.training:
             with torch.no_grad():
                 self._power_step()
-            # Gradient flows through the norm (as in spectral_norm); the vector is a constant.
-            norm = self.conv(self.power_vector, self.weight).norm()
+            # Gradient flows through the norm (as in spectral_norm); the vector is a constant,
+            # cloned because the next call updates the buffer in place.
+            norm = self.conv(self.power_vector.clone(), self.weight).norm()
             self.weight_norm.copy_(norm.detach())
             self._norm_for_version = None
         else:

@@ -92,7 +92,7 @@ def train_epoch(
         optimizer.step()
         totals.add(losses, logits.argmax(dim=1) == labels, actions)
         if on_batch is not None:
-            on_batch(float(losses.mean()))
+            on_batch(float(losses.detach().mean()))
     model.eval()
     return totals.stats()
 
