@@ -20,30 +20,35 @@ fixed weights. Gradients still flow to every parameter and to the input path; ev
 removes the gradient through the power-iteration norm estimate that training mode adds.
 
 Every (mode, K) measurement runs in a fresh subprocess (multiprocessing, 'spawn'), so nothing
-left over from another measurement (allocator caches, peaks) can leak into it. In the
-subprocess: a cheap warm-up (one no-grad straight pass and one no-grad f application per block,
-to create the kernels and thread pools), then
+left over from another measurement (allocator caches, high-water marks) can leak into it. In the
+subprocess, after a cheap warm-up (a no-grad straight pass and one no-grad f application per
+block, to create kernels and thread pools), three identical fwd+bwd passes are run:
 
-1. a memory pass (fwd+bwd) measuring
-   - ``peak``: the peak of memory allocated by tensors during the pass, above what was
-     allocated before it. On CPU, read from ``torch.profiler`` with ``profile_memory=True``: the
-     running sum of its allocation/free events (``[memory]`` events of the exported trace). On
-     CUDA, ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``.
-   - ``rss`` (CPU only, Linux): peak resident set size of the process during the pass minus
-     the resident size right before it. The kernel's high-water mark is reset first (writing
-     5 to /proc/self/clear_refs), then read back as VmHWM from /proc/self/status. It includes
-     what malloc keeps mapped and any fragmentation, so it is >= ``peak`` and noisier.
-2. a timed pass (fwd+bwd, wall clock; synchronised on CUDA) during which
-   - ``saved``: the bytes autograd keeps for the backward pass, counted exactly with
-     ``torch.autograd.graph.saved_tensors_hooks``: every tensor packed during the forward is
-     wrapped, and right before ``backward()`` the unique storages (by data pointer) of the
-     wrappers still alive in the graph are summed. Parameters and buffers are excluded (they
-     exist anyway); graph pieces that died in the forward (e.g. the straight pass's dead
-     branches) are not counted. Deterministic; this is the primary memory measure and the one
-     in the final ratio line. Not counted: tensors a custom autograd Function keeps outside
-     ``save_for_backward``: TorchDEQ's IFTGrad holds the closure ``z -> f(z, u, W)``, i.e. each
-     looped block's injection u (one activation per block); ``peak`` does include it.
-     The hooks cost one Python call per saved tensor, negligible against the pass.
+1. ``rss`` pass (CPU, Linux only): peak resident set size of the process during the pass minus
+   the resident size right before it. The kernel's high-water mark is reset first (writing 5 to
+   /proc/self/clear_refs) and read back as VmHWM from /proc/self/status right after
+   ``backward()``. It runs first, while malloc holds no freed memory from an earlier pass that
+   the pass could reuse unseen; it includes one-time lazy allocations of the first backward,
+   malloc overhead and fragmentation, so it is a noisier upper-bound-like figure.
+2. ``saved`` pass: the bytes autograd keeps for the backward pass, counted exactly with
+   ``torch.autograd.graph.saved_tensors_hooks``: every tensor packed during the forward is
+   wrapped, and right before ``backward()`` the unique storages (by data pointer) of the
+   wrappers still alive in the graph are summed. Parameters and buffers are excluded (they
+   exist anyway); graph pieces that died during the forward (the straight pass's dead branches)
+   are not counted. Deterministic: the primary memory measure, and the one of the final ratio
+   line. Not counted: tensors a custom autograd Function keeps outside ``save_for_backward``;
+   TorchDEQ's IFTGrad holds the closure ``z -> f(z, u, W)``, i.e. each looped block's injection
+   u (one activation per block); ``peak`` includes it. On CUDA this pass also gives ``peak``:
+   ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the memory
+   allocated before the pass.
+3. ``peak`` pass (CPU): the peak of memory allocated by tensors during the pass (forward,
+   backward and the gradients), above what was allocated before it, from ``torch.profiler``
+   with ``profile_memory=True``: the running sum of the allocation/free ``[memory]`` events of
+   the exported trace. This is the number comparable to CUDA's ``max_memory_allocated``.
+
+Time is the wall clock of passes 1 and 2 (synchronised on CUDA), the smaller of the two: pass 1
+pays one-time first-backward costs, and other jobs may share the cores. The saved-tensor hooks
+cost one Python call per saved tensor, negligible against a pass.
 
 Run from the repository root: ``python bench/fpi_backward.py [--batch-size 64]
 [--iterations 5 10 30] [--device auto] [--threads N]``. MB = 2**20 bytes; "ratio" = unrolled / implicit.

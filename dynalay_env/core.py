@@ -43,6 +43,39 @@ from main_model import DynaLayNet, NetState
 RESIDUAL_CLIP = 10.0
 
 
+def observation_tensor(
+    state: NetState,
+    previous_action: Tensor,
+    consecutive: Tensor,
+    steps: Tensor,
+    n_actions: int,
+) -> Tensor:
+    """(B, D) float32 observations (layout in the module docstring) of a batch of states.
+
+    ``previous_action`` (B,) is -1 before the first decision; ``consecutive`` and ``steps`` (B,)
+    are counts. Used by the core and by anything that needs the agent's view of a state.
+    """
+    previous = torch.nn.functional.one_hot(previous_action.clamp_min(0), n_actions)
+    previous = previous * (previous_action >= 0).unsqueeze(1)
+    parts = [
+        state.pooled(),
+        torch.softmax(state.logits, dim=1),
+        state.residual.nan_to_num(RESIDUAL_CLIP).clamp(0.0, RESIDUAL_CLIP),
+        previous.float(),
+        consecutive.unsqueeze(1).float(),
+        steps.unsqueeze(1).float(),
+    ]
+    return torch.cat(parts, dim=1).to(torch.float32)
+
+
+def first_observation(state: NetState, n_actions: int) -> Tensor:
+    """(B, D) observations right after reset (straight pass, no decision taken yet)."""
+    batch, device = state.batch_size, state.logits.device
+    none = torch.full((batch,), -1, dtype=torch.long, device=device)
+    zeros = torch.zeros(batch, dtype=torch.long, device=device)
+    return observation_tensor(state, none, zeros, zeros, n_actions)
+
+
 @dataclass
 class CoreStep:
     """Result of :meth:`DynaLayCore.step` for all N slots (numpy, on the CPU).
@@ -154,17 +187,10 @@ class DynaLayCore:
         """(N, D) float32 observations of every slot (a fresh array)."""
         if self.state is None:
             raise RuntimeError("call reset() before observing or stepping the environment")
-        previous = torch.nn.functional.one_hot(self.previous_action.clamp_min(0), self.n_actions)
-        previous = previous * (self.previous_action >= 0).unsqueeze(1)
-        parts = [
-            self.state.pooled(),
-            torch.softmax(self.state.logits, dim=1),
-            self.state.residual.nan_to_num(RESIDUAL_CLIP).clamp(0.0, RESIDUAL_CLIP),
-            previous.float(),
-            self.consecutive.unsqueeze(1).float(),
-            self.steps.unsqueeze(1).float(),
-        ]
-        return torch.cat(parts, dim=1).to(torch.float32).cpu().numpy()
+        features = observation_tensor(
+            self.state, self.previous_action, self.consecutive, self.steps, self.n_actions
+        )
+        return features.cpu().numpy()
 
     # ----- reset -----------------------------------------------------------------------------
     def draw_rows(self, count: int, rng: np.random.Generator) -> np.ndarray:
@@ -291,7 +317,8 @@ class DynaLayCore:
         ``total_cost`` (N,) float64 (sum of the normalised step costs), ``flops`` (N,) int64
         (all FLOPs spent on the sample, straight pass included), ``actions`` (N, max_steps) int64
         (-1 after the last decision), ``iterations`` (N, n) int64 FPI iterations per block,
-        ``episode_steps`` (N,) int64, ``dataset_index`` (N,) int64 (index in the torchvision split).
+        ``episode_steps`` (N,) int64, ``residuals`` (N, n) last FPI residual per block,
+        ``dataset_index`` (N,) int64 (index in the torchvision split).
         """
         prediction = self.state.logits.argmax(dim=1)
         label = self.split.labels[self.rows]
@@ -306,6 +333,7 @@ class DynaLayCore:
             "actions": self.action_history,
             "iterations": self.iterations,
             "episode_steps": self.steps,
+            "residuals": self.state.residual,
             "dataset_index": self.split.indices[self.rows],
         }
         # Copies: on the CPU .numpy() shares memory with buffers the next reset overwrites.

@@ -1,0 +1,73 @@
+"""All hyperparameters of a DynaLay training run in one dataclass (CleanRL style)."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
+
+
+@dataclass
+class TrainConfig:
+    """A run of the alternating trainer. Defaults follow the thesis where it says something.
+
+    RL phases use ``total_timesteps`` env steps each; supervised phases ``supervised_epochs``
+    passes over the train split (capped at ``train_size`` samples per epoch when set).
+    """
+
+    algo: str = "ppo"
+    env: str = "DynaLay-CIFAR10-v0"
+    seed: int = 0
+    device: str = "auto"
+    num_envs: int = 64
+    total_timesteps: int = 50_000
+    rounds: int = 3
+    pretrain_epochs: int = 20  # thesis: 20 warm-up epochs on all paths
+    supervised_epochs: int = 1
+    exploration: float = 0.2  # share of uniformly random paths in supervised phases
+    alpha: float = 0.5  # thesis
+    beta: float = 0.3  # thesis
+    gamma_loss: float = 0.2  # thesis: L = CE - gamma * R
+    max_steps: int = 1  # 1 = the thesis's one-shot choice
+    batch_size: int = 64  # thesis
+    learning_rate: float = 1e-3  # Adam, main model
+    widths: tuple[int, ...] = (64, 128, 256)  # thesis
+    holdout_size: int = 5000
+    train_size: int | None = None
+    eval_size: int | None = None  # test samples in the final summary (None = all)
+    data_dir: str | None = None
+    download: bool = False
+    checkpoint: str | None = None
+    logdir: str = "runs"
+    conf: str | None = None
+    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        values = dataclasses.asdict(self)
+        values["widths"] = list(self.widths)
+        return values
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> TrainConfig:
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(values) - names)
+        if unknown:
+            raise ValueError(f"unknown TrainConfig keys {unknown}")
+        values = dict(values)
+        if "widths" in values:
+            values["widths"] = tuple(values["widths"])
+        return cls(**values)
+
+
+def algo_hyperparams(algo: str, env_id: str, conf: str | None = None) -> dict[str, Any]:
+    """The algorithm's keyword arguments: ``default`` then the env's own, from the YAML file."""
+    path = Path(conf) if conf else HYPERPARAMS_FILE
+    with open(path) as handle:
+        table = yaml.safe_load(handle) or {}
+    per_algo = table.get(algo, {})
+    return {**per_algo.get("default", {}), **per_algo.get(env_id, {})}

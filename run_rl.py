@@ -1,0 +1,207 @@
+"""DynaLay's command line: train an agent (and the main model) with alternating phases.
+
+    python run_rl.py --algo ppo --env DynaLay-CIFAR10-v0 --seed 0
+    python run_rl.py --resume runs/DynaLay-CIFAR10-v0_ppo_s0_20261123-120000
+
+The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
+summary. Bad flags exit with code 2 and a message that says what to change.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from agents.config import HYPERPARAMS_FILE, TrainConfig
+from agents.trainer import ALGORITHMS, AlternatingTrainer
+from dynalay_env import ENV_IDS, DataNotFoundError
+
+DEFAULTS = TrainConfig()
+
+
+def positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_float(text: str) -> float:
+    value = float(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="run_rl.py",
+        description="Train a DynaLay agent: pre-train the main model, then alternate RL "
+        "(Stable-Baselines3 on the batched env) and supervised phases.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--algo", default=DEFAULTS.algo, choices=sorted(ALGORITHMS), help="SB3 algorithm")
+    add("--env", default=DEFAULTS.env, help=f"env id, one of {sorted(ENV_IDS.values())}")
+    add("--seed", type=int, default=DEFAULTS.seed, help="seed of data split, model and agent")
+    add("--device", default=DEFAULTS.device, help="auto (GPU when there is one), cpu, cuda")
+    add("--num-envs", type=positive_int, default=DEFAULTS.num_envs, help="batched env slots")
+    add(
+        "--total-timesteps",
+        type=positive_int,
+        default=DEFAULTS.total_timesteps,
+        help="env steps per RL phase",
+    )
+    add("--rounds", type=positive_int, default=DEFAULTS.rounds, help="RL+supervised rounds")
+    add(
+        "--pretrain-epochs",
+        type=positive_int,
+        default=DEFAULTS.pretrain_epochs,
+        help="warm-up epochs on all paths (thesis: 20)",
+    )
+    add(
+        "--supervised-epochs",
+        type=positive_int,
+        default=DEFAULTS.supervised_epochs,
+        help="epochs per supervised phase",
+    )
+    add(
+        "--exploration",
+        type=non_negative_float,
+        default=DEFAULTS.exploration,
+        help="share of random paths in supervised phases",
+    )
+    add(
+        "--alpha", type=non_negative_float, default=DEFAULTS.alpha, help="reward per correct answer"
+    )
+    add("--beta", type=non_negative_float, default=DEFAULTS.beta, help="compute penalty weight")
+    add(
+        "--gamma-loss",
+        type=non_negative_float,
+        default=DEFAULTS.gamma_loss,
+        help="gamma of the thesis's total loss L = CE - gamma * R (logged)",
+    )
+    add(
+        "--max-steps",
+        type=positive_int,
+        default=DEFAULTS.max_steps,
+        help="decisions per episode (1 = one-shot)",
+    )
+    add("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="main-model batch")
+    add("--lr", type=float, default=DEFAULTS.learning_rate, help="main-model Adam learning rate")
+    add(
+        "--widths",
+        type=positive_int,
+        nargs="+",
+        default=list(DEFAULTS.widths),
+        help="channels of the FPI blocks",
+    )
+    add("--holdout-size", type=positive_int, default=DEFAULTS.holdout_size, help="agent's split")
+    add("--train-size", type=positive_int, default=None, help="cap on train samples per epoch")
+    add("--eval-size", type=positive_int, default=None, help="test samples in the summary")
+    add("--data-dir", default=None, help="where to look for the dataset first")
+    add("--download", action="store_true", help="let torchvision download the dataset")
+    add("--checkpoint", default=None, help="main-model checkpoint to start from (no pretraining)")
+    add("--logdir", default=DEFAULTS.logdir, help="parent of the run directories")
+    add("--conf", default=None, help=f"hyperparameter YAML (default: {HYPERPARAMS_FILE.name})")
+    add("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> TrainConfig:
+    return TrainConfig(
+        algo=args.algo,
+        env=args.env,
+        seed=args.seed,
+        device=args.device,
+        num_envs=args.num_envs,
+        total_timesteps=args.total_timesteps,
+        rounds=args.rounds,
+        pretrain_epochs=args.pretrain_epochs,
+        supervised_epochs=args.supervised_epochs,
+        exploration=args.exploration,
+        alpha=args.alpha,
+        beta=args.beta,
+        gamma_loss=args.gamma_loss,
+        max_steps=args.max_steps,
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        widths=tuple(args.widths),
+        holdout_size=args.holdout_size,
+        train_size=args.train_size,
+        eval_size=args.eval_size,
+        data_dir=args.data_dir,
+        download=args.download,
+        checkpoint=args.checkpoint,
+        logdir=args.logdir,
+        conf=args.conf,
+    )
+
+
+def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
+    """Parse and check the flags; exits with code 2 and a clear message when they are wrong."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.resume is not None:
+        run_dir = Path(args.resume)
+        if not (run_dir / "config.yaml").is_file():
+            parser.error(
+                f"--resume {run_dir}: no config.yaml there; is it a DynaLay run directory?"
+            )
+        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
+        saved.pop("resolved_device", None)
+        return TrainConfig.from_dict(saved), run_dir
+    if args.env not in ENV_IDS.values():
+        parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
+    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
+        parser.error(f"--checkpoint {args.checkpoint} does not exist")
+    if args.conf is not None and not Path(args.conf).is_file():
+        parser.error(f"--conf {args.conf} does not exist")
+    if args.exploration > 1:
+        parser.error(f"--exploration must be in [0, 1], got {args.exploration}")
+    config = config_from_args(args)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    run_dir = Path(config.logdir) / f"{config.env}_{config.algo}_s{config.seed}_{stamp}"
+    suffix = 1
+    while run_dir.exists():
+        suffix += 1
+        run_dir = run_dir.with_name(f"{run_dir.name.split('+')[0]}+{suffix}")
+    return config, run_dir
+
+
+def format_summary(summary: dict) -> str:
+    frequencies = ", ".join(
+        f"{'NOP' if a == 0 else f'loop-{a}'} {share:.1%}"
+        for a, share in enumerate(summary["action_frequencies"])
+    )
+    return (
+        f"test accuracy {summary['accuracy']:.4f} on {summary['episodes']} samples | "
+        f"mean cost {summary['mean_cost']:.4f} | FLOPs vs plain CNN "
+        f"{summary['relative_flops']:.2f}x | actions: {frequencies}\n"
+        f"run directory: {summary['run_dir']}"
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    config, run_dir = prepare(argv)
+    try:
+        trainer = AlternatingTrainer(config, run_dir)
+        summary = trainer.run()
+    except DataNotFoundError as error:
+        print(f"run_rl.py: {error}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ninterrupted; resume with: python run_rl.py --resume {run_dir}", file=sys.stderr)
+        return 130
+    print(format_summary(summary))
+    print(json.dumps({k: v for k, v in summary.items() if k != "phases"}))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
