@@ -22,33 +22,34 @@ removes the gradient through the power-iteration norm estimate that training mod
 Every (mode, K) measurement runs in a fresh subprocess (multiprocessing, 'spawn'), so nothing
 left over from another measurement (allocator caches, high-water marks) can leak into it. In the
 subprocess, after a cheap warm-up (a no-grad straight pass and one no-grad f application per
-block, to create kernels and thread pools), three identical fwd+bwd passes are run:
+block, to create kernels and thread pools), two identical fwd+bwd passes are run:
 
-1. ``rss`` pass (CPU, Linux only): peak resident set size of the process during the pass minus
-   the resident size right before it. The kernel's high-water mark is reset first (writing 5 to
-   /proc/self/clear_refs) and read back as VmHWM from /proc/self/status right after
-   ``backward()``. It runs first, while malloc holds no freed memory from an earlier pass that
-   the pass could reuse unseen; it includes one-time lazy allocations of the first backward,
-   malloc overhead and fragmentation, so it is a noisier upper-bound-like figure.
-2. ``saved`` pass: the bytes autograd keeps for the backward pass, counted exactly with
-   ``torch.autograd.graph.saved_tensors_hooks``: every tensor packed during the forward is
-   wrapped, and right before ``backward()`` the unique storages (by data pointer) of the
-   wrappers still alive in the graph are summed. Parameters and buffers are excluded (they
-   exist anyway); graph pieces that died during the forward (the straight pass's dead branches)
-   are not counted. Deterministic: the primary memory measure, and the one of the final ratio
-   line. Not counted: tensors a custom autograd Function keeps outside ``save_for_backward``;
-   TorchDEQ's IFTGrad holds the closure ``z -> f(z, u, W)``, i.e. each looped block's injection
-   u (one activation per block); ``peak`` includes it. On CUDA this pass also gives ``peak``:
-   ``torch.cuda.max_memory_allocated()`` after ``reset_peak_memory_stats()``, minus the memory
-   allocated before the pass.
-3. ``peak`` pass (CPU): the peak of memory allocated by tensors during the pass (forward,
-   backward and the gradients), above what was allocated before it, from ``torch.profiler``
-   with ``profile_memory=True``: the running sum of the allocation/free ``[memory]`` events of
-   the exported trace. This is the number comparable to CUDA's ``max_memory_allocated``.
+1. First pass, two measures:
+   - ``saved``: the bytes autograd keeps for the backward pass, counted exactly with
+     ``torch.autograd.graph.saved_tensors_hooks``: every tensor packed during the forward is
+     wrapped, and right before ``backward()`` the unique storages (by data pointer) of the
+     wrappers still alive in the graph are summed. Parameters and buffers are excluded (they
+     exist anyway); graph pieces that died during the forward (the straight pass's dead
+     branches) are not counted. Deterministic: the primary memory measure, and the one of the
+     final ratio line. Not counted: tensors a custom autograd Function keeps outside
+     ``save_for_backward``; TorchDEQ's IFTGrad holds the closure ``z -> f(z, u, W)``, i.e. each
+     looped block's injection u (one activation per block); ``peak`` includes it.
+   - ``rss`` (CPU, Linux only): peak resident set size of the process during the pass minus the
+     resident size right before it. The kernel's high-water mark is reset first (writing 5 to
+     /proc/self/clear_refs) and read back as VmHWM from /proc/self/status right after
+     ``backward()``. Measured on the first pass, while malloc holds no freed memory from an
+     earlier pass that could be reused unseen; it includes one-time allocations of the first
+     backward, malloc overhead and heap fragmentation, so it is noisier and above ``peak``.
+   On CUDA this pass also gives ``peak``: ``torch.cuda.max_memory_allocated()`` after
+   ``reset_peak_memory_stats()``, minus the memory allocated before the pass.
+2. Second pass (CPU): ``peak``, the peak of memory allocated by tensors during the pass
+   (forward, backward and the gradients) above what was allocated before it, from
+   ``torch.profiler`` with ``profile_memory=True``: the running sum of the allocation/free
+   ``[memory]`` events of the exported trace. Comparable to CUDA's ``max_memory_allocated``.
 
-Time is the wall clock of passes 1 and 2 (synchronised on CUDA), the smaller of the two: pass 1
-pays one-time first-backward costs, and other jobs may share the cores. The saved-tensor hooks
-cost one Python call per saved tensor, negligible against a pass.
+Time is the wall clock of a pass (synchronised on CUDA), the smaller of the two: the first pays
+one-time first-backward costs, and other jobs may share the cores. The saved-tensor hooks and
+the profiler add well under 1% (one Python call per saved tensor, one record per op).
 
 Run from the repository root: ``python bench/fpi_backward.py [--batch-size 64]
 [--iterations 5 10 30] [--device auto] [--threads N]``. MB = 2**20 bytes; "ratio" = unrolled / implicit.
@@ -236,10 +237,13 @@ def _peak_from_trace(trace_path: Path) -> int:
 # ----- one measurement (runs in a fresh subprocess) -----------------------------------------------
 def _setup(spec: Spec) -> tuple[DynaLayNet, Tensor, Tensor]:
     """The seeded network (eval mode), random images and random labels for ``spec``."""
-    torch.set_num_threads(spec.threads)
     torch.manual_seed(SEED)
     config = DynaLayConfig(tol=TINY_TOL, max_iter=spec.iterations)
+    # Construction runs a power iteration of batch-1 convs: single-threaded, it does not stall
+    # when other jobs share the cores (thousands of tiny parallel regions would).
+    torch.set_num_threads(1)
     net = DynaLayNet(config).eval().to(spec.device)
+    torch.set_num_threads(spec.threads)
     generator = torch.Generator().manual_seed(SEED + 1)
     shape = (spec.batch_size, config.in_channels, config.image_size, config.image_size)
     images = torch.randn(shape, generator=generator).to(spec.device)
@@ -283,57 +287,53 @@ def _timed_forward_backward(
     return time.perf_counter() - start, saved
 
 
-def _rss_pass(
+def _first_pass(
     net: DynaLayNet, images: Tensor, labels: Tensor, spec: Spec
-) -> tuple[float, int | None]:
-    """(seconds, peak RSS delta bytes, None where not measurable) of one fwd+bwd pass."""
-    gc.collect()
-    rss_before = _proc_status_bytes("VmRSS")
-    can_measure = not spec.device.startswith("cuda") and _reset_peak_rss()
-    seconds, _ = _timed_forward_backward(net, images, labels, spec, meter=None)
-    rss_peak = _proc_status_bytes("VmHWM")
-    if not can_measure or rss_before is None or rss_peak is None:
-        return seconds, None
-    return seconds, rss_peak - rss_before
-
-
-def _saved_pass(
-    net: DynaLayNet, images: Tensor, labels: Tensor, spec: Spec
-) -> tuple[float, int, int | None]:
-    """(seconds, saved-for-backward bytes, CUDA peak bytes or None) of one fwd+bwd pass."""
+) -> tuple[float, int, int | None, int | None]:
+    """One fwd+bwd pass: (seconds, saved-for-backward bytes, peak RSS delta bytes or None,
+    CUDA peak allocated bytes or None)."""
     meter = SavedTensorMeter([*net.parameters(), *net.buffers()])
     on_cuda = spec.device.startswith("cuda")
+    gc.collect()
     if on_cuda:
         _synchronize(spec.device)
         torch.cuda.reset_peak_memory_stats(spec.device)
-        before = torch.cuda.memory_allocated(spec.device)
+        cuda_before = torch.cuda.memory_allocated(spec.device)
+    rss_before = _proc_status_bytes("VmRSS")
+    rss_reset = not on_cuda and _reset_peak_rss()
     seconds, saved = _timed_forward_backward(net, images, labels, spec, meter)
+    rss_peak = _proc_status_bytes("VmHWM")
     assert saved is not None
-    cuda_peak = torch.cuda.max_memory_allocated(spec.device) - before if on_cuda else None
-    return seconds, saved, cuda_peak
+    rss = None
+    if rss_reset and rss_before is not None and rss_peak is not None:
+        rss = rss_peak - rss_before
+    cuda_peak = torch.cuda.max_memory_allocated(spec.device) - cuda_before if on_cuda else None
+    return seconds, saved, rss, cuda_peak
 
 
-def _profiled_peak(net: DynaLayNet, images: Tensor, labels: Tensor, spec: Spec) -> int:
-    """Peak bytes allocated by tensors (CPU) during one fwd+bwd pass, from the profiler."""
-    gc.collect()
+def _second_pass(
+    net: DynaLayNet, images: Tensor, labels: Tensor, spec: Spec
+) -> tuple[float, int | None]:
+    """One fwd+bwd pass: (seconds, peak tensor bytes from the profiler on CPU, else None)."""
+    if spec.device.startswith("cuda"):
+        seconds, _ = _timed_forward_backward(net, images, labels, spec, meter=None)
+        return seconds, None
     with tempfile.TemporaryDirectory() as folder, _native_stderr_silenced():
         with profile(activities=[ProfilerActivity.CPU], profile_memory=True) as prof:
-            _forward_backward(net, images, labels, spec, meter=None)
+            seconds, _ = _timed_forward_backward(net, images, labels, spec, meter=None)
         trace = Path(folder) / "trace.json"
         prof.export_chrome_trace(str(trace))
-        return _peak_from_trace(trace)
+        return seconds, _peak_from_trace(trace)
 
 
 def measure(spec: Spec) -> Measurement:
-    """Warm up, then the RSS, saved-tensor and profiler passes (call in a fresh process)."""
+    """Warm up, then the two measured passes of ``spec`` (call in a fresh process)."""
     net, images, labels = _setup(spec)
     _warm_up(net, images)
-    first_seconds, rss = _rss_pass(net, images, labels, spec)
-    second_seconds, saved, cuda_peak = _saved_pass(net, images, labels, spec)
-    if cuda_peak is None:
-        peak = _profiled_peak(net, images, labels, spec)
-    else:
-        peak = cuda_peak
+    first_seconds, saved, rss, cuda_peak = _first_pass(net, images, labels, spec)
+    second_seconds, cpu_peak = _second_pass(net, images, labels, spec)
+    peak = cuda_peak if cuda_peak is not None else cpu_peak
+    assert peak is not None
     return Measurement(
         seconds=min(first_seconds, second_seconds),
         saved_bytes=saved,

@@ -1,0 +1,227 @@
+"""Tests of the SB3 side: the CLI end to end, resume, bad flags, and that PPO learns."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import make_splits
+from stable_baselines3 import PPO
+from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+from test_env import write_mnist_files
+
+import run_rl
+from agents import make_sb3_vec_env
+from agents.evaluate import run_policy
+from agents.trainer import AlternatingTrainer
+from dynalay_env.core import DynaLayCore
+from dynalay_env.data import get_spec, split_training_set
+from dynalay_env.models import config_for
+from main_model import DynaLayNet, StepOutput
+
+TINY_RUN = [
+    "--env", "DynaLay-MNIST-v0", "--algo", "ppo", "--device", "cpu", "--widths", "2", "2", "2",
+    "--pretrain-epochs", "1", "--rounds", "2", "--total-timesteps", "32", "--num-envs", "4",
+    "--holdout-size", "10", "--eval-size", "8", "--batch-size", "8",
+]  # fmt: skip
+
+
+@pytest.fixture
+def tiny_data(tmp_path: Path) -> Path:
+    write_mnist_files(tmp_path / "data", n_train=30, n_test=10)
+    return tmp_path / "data"
+
+
+def run_cli(tiny_data: Path, logdir: Path, *extra: str) -> int:
+    return run_rl.main([*TINY_RUN, "--data-dir", str(tiny_data), "--logdir", str(logdir), *extra])
+
+
+def only_run_dir(logdir: Path) -> Path:
+    (run_dir,) = list(logdir.iterdir())
+    return run_dir
+
+
+def test_cli_end_to_end_writes_run_directory_and_tensorboard_tags(tiny_data, tmp_path, capsys):
+    assert run_cli(tiny_data, tmp_path / "runs") == 0
+    run_dir = only_run_dir(tmp_path / "runs")
+    out = capsys.readouterr().out
+    assert "test accuracy" in out and f"run directory: {run_dir}" in out
+    progress = json.loads((run_dir / "progress.json").read_text())["completed"]
+    assert progress == [
+        "pretrain",
+        "round1/rl",
+        "round1/supervised",
+        "round2/rl",
+        "round2/supervised",
+    ]
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"main_model.pt", "agent.zip"}
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert summary["episodes"] == 8 and 0.0 <= summary["accuracy"] <= 1.0
+    assert sum(summary["action_frequencies"]) == pytest.approx(1.0)
+    assert "beta: 0.3" in (run_dir / "config.yaml").read_text()
+    assert "phase round2/supervised done" in (run_dir / "log.txt").read_text()
+
+    events = EventAccumulator(str(run_dir / "tb"), size_guidance={"tensors": 0}).Reload()
+    scalars = set(events.Tags()["scalars"])
+    expected = {
+        "rollout/ep_rew_mean",
+        "dynalay/accuracy",
+        "dynalay/mean_cost",
+        "dynalay/episode_length",
+        "dynalay/action_freq_0",
+        "dynalay/action_freq_3",
+        "fpi/iterations_block1",
+        "fpi/residual_block3",
+        "supervised/loss",
+        "supervised/accuracy",
+        "supervised/total_loss",
+        "time/fps",
+    }
+    assert expected <= scalars, expected - scalars
+    assert any(tag.startswith("supervised/accuracy_path") for tag in scalars)
+    assert "dynalay/actions" in events.Tags()["histograms"]
+    assert any("hyperparameters" in tag for tag in events.Tags()["tensors"])
+
+
+def test_interrupted_run_resumes_to_the_same_end_as_an_uninterrupted_one(
+    tiny_data, tmp_path, monkeypatch
+):
+    assert run_cli(tiny_data, tmp_path / "whole") == 0
+    whole = only_run_dir(tmp_path / "whole")
+
+    original = AlternatingTrainer._rl_phase
+
+    def interrupt(self):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(AlternatingTrainer, "_rl_phase", interrupt)
+    assert run_cli(tiny_data, tmp_path / "cut") == 130
+    cut = only_run_dir(tmp_path / "cut")
+    assert json.loads((cut / "progress.json").read_text())["completed"] == ["pretrain"]
+    assert not (cut / "summary.json").exists()
+
+    monkeypatch.setattr(AlternatingTrainer, "_rl_phase", original)
+    assert run_rl.main(["--resume", str(cut)]) == 0
+    for name in ("progress.json",):
+        assert json.loads((cut / name).read_text()) == json.loads((whole / name).read_text())
+    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == sorted(
+        p.name for p in (whole / "checkpoints").iterdir()
+    )
+    resumed_summary = json.loads((cut / "summary.json").read_text())
+    assert resumed_summary["episodes"] == 8
+
+
+@pytest.mark.parametrize(
+    "flags, message",
+    [
+        (["--algo", "sac"], "invalid choice: 'sac'"),
+        (["--env", "DynaLay-SVHN-v0"], "unknown --env 'DynaLay-SVHN-v0'"),
+        (["--total-timesteps", "-5"], "must be a positive integer, got -5"),
+        (["--checkpoint", "/nonexistent/model.pt"], "--checkpoint /nonexistent/model.pt does not"),
+        (["--resume", "/nonexistent/run"], "no config.yaml there"),
+    ],
+)
+def test_bad_flags_exit_with_code_2_and_a_clear_message(flags, message, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_rl.main(flags)
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_missing_data_exits_with_code_2_and_says_what_to_run(tmp_path, capsys):
+    code = run_rl.main(
+        ["--env", "DynaLay-CIFAR10-v0", "--data-dir", str(tmp_path), "--logdir", str(tmp_path)]
+    )
+    assert code == 2
+    assert "dynalay_env.pretrain --dataset CIFAR10 --download" in capsys.readouterr().err
+
+
+def test_help_documents_every_flag_with_its_default(capsys):
+    with pytest.raises(SystemExit):
+        run_rl.main(["--help"])
+    text = capsys.readouterr().out
+    for flag in ("--algo", "--beta", "--gamma-loss", "--max-steps", "--resume", "--conf"):
+        assert flag in text
+    assert "(default: 0.3)" in text and "(default: ppo)" in text
+
+
+# ----- learning on a rigged task ------------------------------------------------------------------
+class RiggedNet(DynaLayNet):
+    """Straight answers are right for bright images (class 0) and wrong for dark ones (class 1);
+    any loop answers right. Loop-k costs k units of 3, so the optimal policy is NOP on bright
+    images and loop-1 on dark ones. Block 1 averages pixels, so brightness is in the observation.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(config_for(get_spec("MNIST"), (2, 2, 2)))
+        with torch.no_grad():
+            self.blocks[0].inject_conv.weight.fill_(1.0 / 9.0)
+        self.eval()
+
+    @staticmethod
+    def _bright(state) -> torch.Tensor:
+        return state.injection[0].mean(dim=(1, 2, 3)) > 0
+
+    def straight(self, images):
+        output = super().straight(images)
+        logits = torch.zeros_like(output.state.logits)
+        logits[:, 0] = 5.0  # always "class 0"
+        output.state.logits = logits
+        return output
+
+    def step(self, state, actions):
+        output = super().step(state, actions)
+        looped = actions > 0
+        truth = torch.where(self._bright(state), 0, 1)
+        logits = output.state.logits.clone()
+        logits[looped] = 0.0
+        logits[looped, truth[looped]] = 5.0
+        output.state.logits = logits
+        flops = actions.long() * 100
+        return StepOutput(output.state, flops, output.iterations, output.diverged)
+
+    def max_step_flops(self) -> int:
+        return 300
+
+
+def rigged_splits():
+    spec = get_spec("MNIST")
+    generator = torch.Generator().manual_seed(0)
+    labels = torch.randint(0, 2, (400,), generator=generator)
+    noise = torch.randint(0, 30, (400, 1, 28, 28), generator=generator)
+    images = torch.where(labels.view(-1, 1, 1, 1) == 0, 220 - noise, noise).to(torch.uint8)
+    return split_training_set(spec, images[:300], labels[:300], images[300:], labels[300:], 200)
+
+
+def test_ppo_learns_the_optimal_policy_on_a_rigged_task():
+    alpha, beta = 0.5, 0.9
+    # Optimal: bright -> NOP (0.5); dark -> loop-1 (0.5 - 0.9 * 1/3 = 0.2). Mean 0.35.
+    # Always NOP gets 0.25, always loop-1 gets 0.2: only telling the classes apart reaches 90%.
+    optimal = 0.5 * alpha + 0.5 * (alpha - beta / 3)
+    model, splits = RiggedNet(), rigged_splits()
+    env = make_sb3_vec_env(
+        "DynaLay-MNIST-v0", 16, model=model, splits=splits, device="cpu", alpha=alpha, beta=beta
+    )
+    agent = PPO("MlpPolicy", env, n_steps=32, batch_size=128, learning_rate=1e-3, seed=0)
+    agent.learn(8192)
+    core = DynaLayCore(model, splits["test"], 100, alpha=alpha, beta=beta, sequential=True)
+    result = run_policy(core, lambda obs: agent.predict(obs, deterministic=True)[0], 100)
+    labels = splits["test"].labels.numpy()
+    best_possible = float(np.mean(np.where(labels == 0, alpha, alpha - beta / 3)))
+    assert best_possible == pytest.approx(optimal, abs=0.05)
+    assert result.mean_reward >= 0.9 * best_possible, result
+    assert result.accuracy == 1.0
+
+
+def test_run_policy_counts_every_sample_once_in_order():
+    from conftest import make_model
+
+    splits = make_splits("MNIST", n_test=10)
+    core = DynaLayCore(make_model("MNIST"), splits["test"], 4, sequential=True, max_steps=2)
+    result = run_policy(core, lambda obs: np.full(len(obs), 1), 10)
+    assert result.episodes == 10
+    assert result.action_frequencies == [0.0, 1.0, 0.0, 0.0]  # loop-1 twice per episode
+    assert result.relative_flops > 1.0
