@@ -222,8 +222,8 @@ class DynaLayCore:
         if self.state is None:
             if not np.array_equal(np.sort(slots), np.arange(self.num_slots)):
                 raise RuntimeError("the first reset must reset every slot")
-            self._allocate(output.state)
-        self.state = self.state.replace_rows(slots_t, output.state)
+            self._allocate(output.state.clone())
+        self.state.put_rows_(slots_t, output.state)
         self.rows[slots_t] = rows_t
         self.previous_action[slots_t] = -1
         self.consecutive[slots_t] = 0

@@ -219,13 +219,41 @@ class FPIBlock(nn.Module):
                 break
         return FixedPointResult(z_out, iterations, residual, diverged)
 
-    def loop(self, u: Tensor, z_init: Tensor, tol: float, max_iter: int) -> FixedPointResult:
+    @torch.no_grad()
+    def solve_accelerated(
+        self, u: Tensor, z_init: Tensor, weight: Tensor, solver: str, tol: float, max_iter: int
+    ) -> FixedPointResult:
+        """Solve with TorchDEQ's ``anderson`` or ``broyden`` solver (the DEQ baseline).
+
+        The solver runs the whole batch until every sample converges; each sample is charged
+        the applications of f up to its own lowest residual (what it would cost alone).
+        """
+        z, _, info = get_solver(solver)(
+            lambda z: self.f(z, u, weight), z_init, max_iter=max_iter, tol=tol, stop_mode="rel"
+        )
+        residual = info["rel_lowest"].to(u.dtype)
+        finite = torch.isfinite(z.flatten(1)).all(dim=1) & torch.isfinite(residual)
+        z = torch.where(finite.view(-1, 1, 1, 1), z, z_init)
+        return FixedPointResult(
+            z=z,
+            iterations=info["nstep"].long().clamp_min(1),
+            residual=torch.where(finite, residual, torch.inf),
+            diverged=~finite,
+        )
+
+    def loop(
+        self, u: Tensor, z_init: Tensor, tol: float, max_iter: int, solver: str = "fpi"
+    ) -> FixedPointResult:
         """Loop to the fixed point; when autograd is on, z carries the implicit gradient.
 
-        Shapes: u (B, C, H, W), z_init (B, C, H, W) warm start.
+        Shapes: u (B, C, H, W), z_init (B, C, H, W) warm start. ``solver``: ``fpi`` (plain
+        per-sample iteration, what DynaLay's actions run) or ``anderson``/``broyden``.
         """
         weight = self.loop_conv.effective_weight()
-        result = self.solve(u, z_init, weight, tol, max_iter)
+        if solver == "fpi":
+            result = self.solve(u, z_init, weight, tol, max_iter)
+        else:
+            result = self.solve_accelerated(u, z_init, weight, solver, tol, max_iter)
         if torch.is_grad_enabled() and (u.requires_grad or weight.requires_grad):
             (z_grad,) = self._implicit_backward(self, lambda z: self.f(z, u, weight), result.z)
             result.z = z_grad

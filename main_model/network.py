@@ -17,6 +17,8 @@ from torch import Tensor, nn
 from main_model.cost import linear_flops
 from main_model.fpi import FPIBlock
 
+SOLVERS = ("fpi", "anderson", "broyden")
+
 
 @dataclass(frozen=True)
 class DynaLayConfig:
@@ -112,18 +114,24 @@ class NetState:
             residual=self.residual.index_select(0, index),
         )
 
-    def replace_rows(self, index: Tensor, part: NetState) -> NetState:
-        """A new state equal to this one with rows ``index`` taken from ``part``."""
-
-        def put(whole: Tensor, rows: Tensor) -> Tensor:
-            return whole.index_copy(0, index, rows.to(whole.dtype))
-
+    def clone(self) -> NetState:
         return NetState(
-            z=tuple(put(w, p) for w, p in zip(self.z, part.z, strict=True)),
-            injection=tuple(put(w, p) for w, p in zip(self.injection, part.injection, strict=True)),
-            logits=put(self.logits, part.logits),
-            residual=put(self.residual, part.residual),
+            z=tuple(t.clone() for t in self.z),
+            injection=tuple(t.clone() for t in self.injection),
+            logits=self.logits.clone(),
+            residual=self.residual.clone(),
         )
+
+    def put_rows_(self, index: Tensor, part: NetState) -> NetState:
+        """In place: rows ``index`` of this state become the rows of ``part``; returns self."""
+        pairs = [
+            *zip(self.z, part.z, strict=True),
+            *zip(self.injection, part.injection, strict=True),
+        ]
+        pairs += [(self.logits, part.logits), (self.residual, part.residual)]
+        for whole, rows in pairs:
+            whole.index_copy_(0, index, rows.to(whole.dtype))
+        return self
 
     def pooled(self) -> Tensor:
         """(B, sum_l C_l) global-average-pooled activations of every block."""
@@ -242,7 +250,7 @@ class DynaLayNet(nn.Module):
         no_iterations = torch.zeros(batch, n, dtype=torch.long, device=images.device)
         return StepOutput(state, flops, no_iterations, torch.zeros_like(no_iterations, dtype=bool))
 
-    def _run_loop_action(self, state: NetState, action: int) -> StepOutput:
+    def _run_loop_action(self, state: NetState, action: int, solver: str = "fpi") -> StepOutput:
         """Loop blocks 1..action then straight through the rest, on a group sharing ``action``."""
         batch, n = state.batch_size, self.n_blocks
         device = state.logits.device
@@ -252,7 +260,9 @@ class DynaLayNet(nn.Module):
         for index, block in enumerate(self.blocks):
             u = state.injection[0] if index == 0 else block.inject(z[-1])
             if index < action:
-                result = block.loop(u, state.z[index], self.config.tol, self.config.max_iter)
+                result = block.loop(
+                    u, state.z[index], self.config.tol, self.config.max_iter, solver
+                )
                 z.append(result.z)
                 iterations[:, index] = result.iterations
                 diverged[:, index] = result.diverged
@@ -271,8 +281,14 @@ class DynaLayNet(nn.Module):
             new_state, self._step_flops_tensor(action, iterations), iterations, diverged
         )
 
-    def step(self, state: NetState, actions: Tensor) -> StepOutput:
-        """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per action."""
+    def step(self, state: NetState, actions: Tensor, solver: str = "fpi") -> StepOutput:
+        """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per action.
+
+        ``solver``: ``fpi`` (per-sample fixed-point iteration) or TorchDEQ's ``anderson`` /
+        ``broyden`` (the DEQ baseline).
+        """
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         if actions.dim() != 1 or actions.shape[0] != state.batch_size:
             raise ValueError(
                 f"actions must have shape ({state.batch_size},), got {tuple(actions.shape)}"
@@ -287,19 +303,21 @@ class DynaLayNet(nn.Module):
         flops = torch.zeros(batch, dtype=torch.long, device=device)
         iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
-        new_state = state
+        new_state = None
         for action in torch.unique(actions).tolist():
             if action == 0:
                 continue  # NOP: nothing runs, the state stays as it is
             index = torch.nonzero(actions == action).squeeze(1)
             if index.numel() == batch:  # one group: skip the gather/scatter
-                return self._run_loop_action(state, action)
-            group = self._run_loop_action(state.select(index), action)
-            new_state = new_state.replace_rows(index, group.state)
+                return self._run_loop_action(state, action, solver)
+            group = self._run_loop_action(state.select(index), action, solver)
+            new_state = (state.clone() if new_state is None else new_state).put_rows_(
+                index, group.state
+            )
             flops = flops.index_copy(0, index, group.flops)
             iterations = iterations.index_copy(0, index, group.iterations)
             diverged = diverged.index_copy(0, index, group.diverged)
-        return StepOutput(new_state, flops, iterations, diverged)
+        return StepOutput(state if new_state is None else new_state, flops, iterations, diverged)
 
     def forward(self, images: Tensor, actions: Tensor | None = None) -> Tensor:
         """Logits (B, K) after the straight pass and, if given, one action per sample."""

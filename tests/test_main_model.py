@@ -356,3 +356,18 @@ def test_default_network_matches_the_thesis_shapes():
     assert isinstance(net.head, nn.Linear) and net.head.out_features == 10
     mnist = DynaLayNet(DynaLayConfig(in_channels=1, image_size=28))
     assert [b.out_size for b in mnist.blocks] == [28, 14, 7]
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden"])
+def test_accelerated_solvers_reach_the_same_fixed_point(solver):
+    net = make_net(weight_scale=5.0)
+    images = images_for(TINY, 4)
+    with torch.no_grad():
+        state = net.straight(images).state
+        plain = net.step(state, torch.full((4,), 3))
+        fast = net.step(state, torch.full((4,), 3), solver=solver)
+    assert torch.allclose(plain.state.logits, fast.state.logits, atol=1e-3)
+    assert (fast.iterations[:, :3] >= 1).all() and not fast.diverged.any()
+    assert (fast.flops <= net.max_step_flops()).all()
+    with pytest.raises(ValueError, match="solver must be one of"):
+        net.step(state, torch.full((4,), 3), solver="newton")
