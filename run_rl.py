@@ -2,6 +2,8 @@
 
     python run_rl.py --algo ppo --env DynaLay-CIFAR10-v0 --seed 0
     python run_rl.py --resume runs/DynaLay-CIFAR10-v0_ppo_s0_20261123-120000
+    python run_rl.py eval RUN_DIR            # agent vs baselines: results.md/.json + plots
+    python run_rl.py sweep --betas 0.03 0.1 0.3 1 [training flags]   # Pareto over beta
 
 The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
 summary. Bad flags exit with code 2 and a message that says what to change.
@@ -28,6 +30,13 @@ def positive_int(text: str) -> int:
     value = int(text)
     if value < 1:
         raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
+    return value
+
+
+def non_negative_int(text: str) -> int:
+    value = int(text)
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
     return value
 
 
@@ -66,9 +75,9 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add(
         "--supervised-epochs",
-        type=positive_int,
+        type=non_negative_int,
         default=DEFAULTS.supervised_epochs,
-        help="epochs per supervised phase",
+        help="epochs per supervised phase (0: RL phases only, main model frozen)",
     )
     add(
         "--exploration",
@@ -187,7 +196,63 @@ def format_summary(summary: dict) -> str:
     )
 
 
+def eval_main(argv: list[str]) -> int:
+    from agents.experiments import DEFAULT_TAUS, evaluate_run
+
+    parser = argparse.ArgumentParser(
+        prog="run_rl.py eval",
+        description="Evaluate a run's agent against static paths, DEQ, random, confidence "
+        "threshold and oracle on the test split; writes results.md, results.json and PNG plots "
+        "into the run directory.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("run_dir", help="a finished run directory")
+    parser.add_argument("--eval-size", type=positive_int, default=None, help="test samples (all)")
+    parser.add_argument("--taus", type=float, nargs="+", default=list(DEFAULT_TAUS))
+    parser.add_argument("--device", default="auto")
+    args = parser.parse_args(argv)
+    run_dir = Path(args.run_dir)
+    for needed in ("config.yaml", "checkpoints/main_model.pt", "checkpoints/agent.zip"):
+        if not (run_dir / needed).is_file():
+            parser.error(f"{run_dir / needed} is missing; is {run_dir} a finished run directory?")
+    results = evaluate_run(run_dir, args.eval_size, args.taus, args.device)
+    print((run_dir / "results.md").read_text())
+    print(f"wrote {run_dir / 'results.md'}, results.json and plots to {run_dir}")
+    return 0 if results else 1
+
+
+def sweep_main(argv: list[str]) -> int:
+    from agents.experiments import DEFAULT_TAUS, beta_sweep
+
+    parser = build_parser()
+    parser.prog = "run_rl.py sweep"
+    parser.description = (
+        "Train one agent per beta on one shared pre-trained main model and compare them with "
+        "every baseline (Pareto curve, frequency and accuracy vs beta)."
+    )
+    parser.add_argument("--betas", type=non_negative_float, nargs="+", required=True)
+    parser.add_argument("--taus", type=float, nargs="+", default=list(DEFAULT_TAUS))
+    args = parser.parse_args(argv)
+    if args.env not in ENV_IDS.values():
+        parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
+    config = config_from_args(args)
+    sweep_dir = Path(config.logdir) / f"sweep_{config.env}_{config.algo}_s{config.seed}"
+    try:
+        beta_sweep(config, sorted(args.betas), sweep_dir, config.eval_size, args.taus)
+    except DataNotFoundError as error:
+        print(f"run_rl.py: {error}", file=sys.stderr)
+        return 2
+    print((sweep_dir / "results.md").read_text())
+    print(f"sweep directory: {sweep_dir}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else argv
+    if argv[:1] == ["eval"]:
+        return eval_main(argv[1:])
+    if argv[:1] == ["sweep"]:
+        return sweep_main(argv[1:])
     config, run_dir = prepare(argv)
     try:
         trainer = AlternatingTrainer(config, run_dir)

@@ -1,9 +1,21 @@
-"""Run a policy over a data split in order, batched, and summarise accuracy and compute."""
+"""Evaluate policies on a data split in order, batched: the agent against every baseline.
+
+Baselines: static paths (always NOP = the plain CNN, always loop-k), the DEQ baseline (loop all
+blocks with TorchDEQ's Anderson solver), a uniformly random policy, the confidence-threshold
+early-exit policy (loop when the max class probability is below tau) over a sweep of tau, and
+the oracle (per sample, the cheapest path that is correct: an upper bound nobody can deploy).
+
+Every policy runs on a fresh sequential core over the same split, so all of them see the same
+samples in the same order; the computation is grouped by action (real savings, not masking),
+and the wall time per sample is measured around the whole run.
+"""
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -18,30 +30,48 @@ class PolicyResult:
     """Outcome of a policy on ``episodes`` samples.
 
     Attributes:
+        name: e.g. ``agent``, ``static loop-2``, ``threshold tau=0.9``.
         accuracy: share of correct answers.
         mean_cost: mean of the summed normalised step costs per episode.
         relative_flops: mean FLOPs per sample / FLOPs of the plain CNN (1.0 = always NOP).
         action_frequencies: share of decisions that chose each action.
         mean_reward: mean episode return.
+        ms_per_sample: wall time per sample in milliseconds (None for the oracle).
+        records: per-episode arrays (``dataset_index``, ``correct``, ``cost``, ``flops``,
+            ``first_action``), in episode order; not written to JSON.
     """
 
+    name: str
     episodes: int
     accuracy: float
     mean_cost: float
     relative_flops: float
     action_frequencies: list[float]
     mean_reward: float
+    ms_per_sample: float | None = None
+    parameter: float | None = None
+    records: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
+
+    def to_json(self) -> dict[str, Any]:
+        values = asdict(self)
+        values.pop("records")
+        return values
 
 
-def run_policy(core: DynaLayCore, policy: Policy, episodes: int) -> PolicyResult:
+def run_policy(
+    core: DynaLayCore, policy: Policy, episodes: int, name: str = "policy"
+) -> PolicyResult:
     """Play ``episodes`` episodes on ``core`` (a sequential core walks its split in order).
 
     Slots are refilled in waves: all N slots start, every slot plays its episode to the end,
     then the next wave starts; the last wave only counts the slots it needs.
     """
     rng = np.random.default_rng(0)
-    correct, cost, flops, rewards, actions = [], [], [], [], []
+    columns: dict[str, list] = {k: [] for k in ("dataset_index", "correct", "cost", "flops")}
+    columns.update(first_action=[], reward=[])
+    actions: list[int] = []
     remaining = episodes
+    started = time.perf_counter()
     while remaining > 0:
         core.reset_slots(np.arange(core.num_slots), rng)
         wave = min(remaining, core.num_slots)
@@ -51,22 +81,141 @@ def run_policy(core: DynaLayCore, policy: Policy, episodes: int) -> PolicyResult
             result = core.step(policy(core.observe()), active=running)
             returns += np.where(running, result.reward, 0.0)
             finished = running & (result.terminated | result.truncated)
+            episode = result.episode
             for slot in np.flatnonzero(finished[:wave]):
-                correct.append(bool(result.episode["correct"][slot]))
-                cost.append(float(result.episode["total_cost"][slot]))
-                flops.append(float(result.episode["flops"][slot]))
-                rewards.append(float(returns[slot]))
-                chosen = result.episode["actions"][slot]
-                actions.extend(chosen[chosen >= 0].tolist())
+                chosen = episode["actions"][slot]
+                chosen = chosen[chosen >= 0]
+                columns["dataset_index"].append(int(episode["dataset_index"][slot]))
+                columns["correct"].append(bool(episode["correct"][slot]))
+                columns["cost"].append(float(episode["total_cost"][slot]))
+                columns["flops"].append(float(episode["flops"][slot]))
+                columns["first_action"].append(int(chosen[0]))
+                columns["reward"].append(float(returns[slot]))
+                actions.extend(chosen.tolist())
             running &= ~finished
         remaining -= wave
-    straight = float(core.model.straight_flops())
+    elapsed = time.perf_counter() - started
+    records = {key: np.asarray(value) for key, value in columns.items()}
     counts = np.bincount(np.asarray(actions, dtype=np.int64), minlength=core.n_actions)
     return PolicyResult(
-        episodes=len(correct),
-        accuracy=float(np.mean(correct)),
-        mean_cost=float(np.mean(cost)),
-        relative_flops=float(np.mean(flops)) / straight,
+        name=name,
+        episodes=len(records["correct"]),
+        accuracy=float(records["correct"].mean()),
+        mean_cost=float(records["cost"].mean()),
+        relative_flops=float(records["flops"].mean()) / float(core.model.straight_flops()),
         action_frequencies=(counts / max(counts.sum(), 1)).tolist(),
-        mean_reward=float(np.mean(rewards)),
+        mean_reward=float(records["reward"].mean()),
+        ms_per_sample=1000.0 * elapsed / max(len(records["correct"]), 1),
+        records=records,
     )
+
+
+# ----- baseline policies ------------------------------------------------------------------------
+def static_policy(action: int) -> Policy:
+    """Always the same action (0 = the plain CNN, k = always loop blocks 1..k)."""
+    return lambda observations: np.full(len(observations), action, dtype=np.int64)
+
+
+def random_policy(n_actions: int, seed: int = 0) -> Policy:
+    """Uniformly random actions."""
+    rng = np.random.default_rng(seed)
+    return lambda observations: rng.integers(0, n_actions, size=len(observations))
+
+
+def threshold_policy(layout: dict[str, slice], tau: float, loop_action: int) -> Policy:
+    """Early exit: answer when the max class probability is >= tau, else loop once, then answer.
+
+    ``loop_action`` is the loop the uncertain samples take (the most accurate static path).
+    """
+    probabilities, step_index = layout["class_probabilities"], layout["step_index"]
+
+    def choose(observations: np.ndarray) -> np.ndarray:
+        confident = observations[:, probabilities].max(axis=1) >= tau
+        already_looped = observations[:, step_index][:, 0] >= 1
+        return np.where(confident | already_looped, 0, loop_action).astype(np.int64)
+
+    return choose
+
+
+def oracle_result(static_results: list[PolicyResult]) -> PolicyResult:
+    """Per sample the cheapest static path that is correct (NOP where none is): an upper bound.
+
+    ``static_results[k]`` must be always-k, evaluated on the same samples in the same order.
+    """
+    reference = static_results[0].records["dataset_index"]
+    for result in static_results:
+        if not np.array_equal(result.records["dataset_index"], reference):
+            raise ValueError("static results must cover the same samples in the same order")
+    correct = np.stack([r.records["correct"] for r in static_results])  # (paths, N)
+    cost = np.stack([r.records["cost"] for r in static_results])
+    flops = np.stack([r.records["flops"] for r in static_results])
+    masked_cost = np.where(correct, cost, np.inf)
+    chosen = np.where(correct.any(axis=0), masked_cost.argmin(axis=0), 0)
+    columns = np.arange(correct.shape[1])
+    straight_flops = static_results[0].records["flops"].mean() / static_results[0].relative_flops
+    n_actions = len(static_results)
+    reward = np.stack([r.records["reward"] for r in static_results])
+    chosen_correct = correct[chosen, columns]
+    return PolicyResult(
+        name="oracle",
+        episodes=correct.shape[1],
+        accuracy=float(chosen_correct.mean()),
+        mean_cost=float(cost[chosen, columns].mean()),
+        relative_flops=float(flops[chosen, columns].mean() / straight_flops),
+        action_frequencies=(np.bincount(chosen, minlength=n_actions) / len(chosen)).tolist(),
+        mean_reward=float(reward[chosen, columns].mean()),
+        ms_per_sample=None,
+        records={"dataset_index": reference, "correct": chosen_correct, "first_action": chosen},
+    )
+
+
+def make_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
+    """A fresh sequential core on the same model, split and reward settings as ``base``."""
+    return DynaLayCore(
+        base.model,
+        base.split,
+        base.num_slots,
+        alpha=base.alpha,
+        beta=base.beta,
+        max_steps=base.max_steps,
+        sequential=True,
+        device=base.device,
+        solver=solver,
+    )
+
+
+def evaluate_all(
+    base: DynaLayCore,
+    agent_policies: dict[str, Policy],
+    episodes: int,
+    taus: list[float],
+    deq_solver: str = "anderson",
+    seed: int = 0,
+    progress: Callable[[str], None] | None = None,
+) -> list[PolicyResult]:
+    """Evaluate the agent(s) and every baseline on ``episodes`` samples of ``base``'s split."""
+    say = progress or (lambda _: None)
+    results: list[PolicyResult] = []
+
+    def run(name: str, policy: Policy, solver: str = "fpi", parameter: float | None = None):
+        say(name)
+        result = run_policy(make_core(base, solver), policy, episodes, name)
+        result.parameter = parameter
+        results.append(result)
+        return result
+
+    n_actions = base.n_actions
+    statics = [
+        run("static NOP (plain CNN)" if k == 0 else f"static loop-{k}", static_policy(k))
+        for k in range(n_actions)
+    ]
+    run(f"DEQ ({deq_solver}, all blocks)", static_policy(n_actions - 1), solver=deq_solver)
+    run("random", random_policy(n_actions, seed))
+    best_loop = 1 + int(np.argmax([r.accuracy for r in statics[1:]]))
+    for tau in taus:
+        policy = threshold_policy(base.observation_layout, tau, best_loop)
+        run(f"threshold tau={tau:g} (loop-{best_loop})", policy, parameter=tau)
+    results.append(oracle_result(statics))
+    for name, policy in agent_policies.items():
+        run(name, policy)
+    return results

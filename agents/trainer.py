@@ -24,7 +24,6 @@ import os
 import sys
 import tempfile
 import time
-from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
@@ -76,8 +75,9 @@ class AlternatingTrainer:
         self.checkpoints.mkdir(parents=True, exist_ok=True)
         self.device = resolve_device(config.device)
         self.dataset = dataset_of(config.env)
+        kinds = ("rl", "supervised") if config.supervised_epochs > 0 else ("rl",)
         self.phases = ["pretrain"] + [
-            f"round{r}/{kind}" for r in range(1, config.rounds + 1) for kind in ("rl", "supervised")
+            f"round{r}/{kind}" for r in range(1, config.rounds + 1) for kind in kinds
         ]
         self.algo_kwargs = {
             **algo_hyperparams(config.algo, config.env, config.conf),
@@ -289,7 +289,7 @@ class AlternatingTrainer:
         def policy(observations: np.ndarray) -> np.ndarray:
             return self.agent.predict(observations, deterministic=True)[0]
 
-        result: PolicyResult = run_policy(core, policy, episodes)
-        summary = {"run_dir": str(self.run_dir), "phases": self.completed, **asdict(result)}
+        result: PolicyResult = run_policy(core, policy, episodes, "agent")
+        summary = {"run_dir": str(self.run_dir), "phases": self.completed, **result.to_json()}
         write_json_atomic(summary, self.run_dir / "summary.json")
         return summary

@@ -22,7 +22,9 @@ removes the gradient through the power-iteration norm estimate that training mod
 Every (mode, K) measurement runs in a fresh subprocess (multiprocessing, 'spawn'), so nothing
 left over from another measurement (allocator caches, high-water marks) can leak into it. In the
 subprocess, after a cheap warm-up (a no-grad straight pass and one no-grad f application per
-block, to create kernels and thread pools), two identical fwd+bwd passes are run:
+block on the batch, then one fwd+bwd of the same mode on 2 samples: kernels, thread pools and
+one-time lazy allocations of the first backward, which would otherwise add ~100 MB to the
+implicit mode's ``rss``), two identical fwd+bwd passes are run:
 
 1. First pass, two measures:
    - ``saved``: the bytes autograd keeps for the backward pass, counted exactly with
@@ -37,9 +39,9 @@ block, to create kernels and thread pools), two identical fwd+bwd passes are run
    - ``rss`` (CPU, Linux only): peak resident set size of the process during the pass minus the
      resident size right before it. The kernel's high-water mark is reset first (writing 5 to
      /proc/self/clear_refs) and read back as VmHWM from /proc/self/status right after
-     ``backward()``. Measured on the first pass, while malloc holds no freed memory from an
-     earlier pass that could be reused unseen; it includes one-time allocations of the first
-     backward, malloc overhead and heap fragmentation, so it is noisier and above ``peak``.
+     ``backward()``. Measured on the first full-size pass, while malloc holds no freed memory
+     from an earlier one that could be reused unseen; it includes malloc overhead and heap
+     fragmentation, so it is noisier than ``peak`` and usually above it.
    On CUDA this pass also gives ``peak``: ``torch.cuda.max_memory_allocated()`` after
    ``reset_peak_memory_stats()``, minus the memory allocated before the pass.
 2. Second pass (CPU): ``peak``, the peak of memory allocated by tensors during the pass
@@ -47,13 +49,13 @@ block, to create kernels and thread pools), two identical fwd+bwd passes are run
    ``torch.profiler`` with ``profile_memory=True``: the running sum of the allocation/free
    ``[memory]`` events of the exported trace. Comparable to CUDA's ``max_memory_allocated``.
 
-Time is the wall clock of a pass (synchronised on CUDA), the smaller of the two: the first pays
-one-time first-backward costs, and other jobs may share the cores. The saved-tensor hooks and
+Time is the wall clock of a pass (synchronised on CUDA), the smaller of the two: the first may pay
+first-call costs for the full batch size, and other jobs may share the cores. The saved-tensor hooks and
 the profiler add well under 1% (one Python call per saved tensor, one record per op).
 
 Run from the repository root: ``python bench/fpi_backward.py [--batch-size 64]
-[--iterations 5 10 30] [--device auto] [--threads N]``. MB = 2**20 bytes; "ratio" = unrolled / implicit.
-``--threads`` sets torch's intra-op threads (default: torch's default).
+[--iterations 5 10 30] [--device auto] [--threads N]``; ``--threads`` sets torch's intra-op
+threads (default: torch's default). MB = 2**20 bytes; "ratio" = unrolled / implicit.
 """
 
 from __future__ import annotations
@@ -79,15 +81,15 @@ from torch.profiler import ProfilerActivity, profile
 
 from main_model import DynaLayConfig, DynaLayNet
 
-MODES = ("implicit", "unrolled")
 MB = 2**20
 SEED = 0
+WARM_UP_BATCH = 2
 TINY_TOL = 1e-12  # never reached in float32, so every loop runs exactly max_iter iterations
 
 
 @dataclass(frozen=True)
 class Spec:
-    """One measurement: ``mode`` in MODES, K = ``iterations`` per block, batch, device, threads."""
+    """One measurement: ``mode`` ("implicit" or "unrolled"), K = ``iterations`` per block, batch, device, threads."""
 
     mode: str
     iterations: int
@@ -251,11 +253,15 @@ def _setup(spec: Spec) -> tuple[DynaLayNet, Tensor, Tensor]:
     return net, images, labels.to(spec.device)
 
 
-@torch.no_grad()
-def _warm_up(net: DynaLayNet, images: Tensor) -> None:
-    state = net.straight(images).state
-    for block, u in zip(net.blocks, state.injection, strict=True):
-        block.f(block.straight(u), u, block.loop_conv.effective_weight())
+def _warm_up(net: DynaLayNet, images: Tensor, labels: Tensor, spec: Spec) -> None:
+    """Create kernels and pay one-time costs without growing the heap to a full pass's size."""
+    with torch.no_grad():
+        state = net.straight(images).state
+        for block, u in zip(net.blocks, state.injection, strict=True):
+            block.f(block.straight(u), u, block.loop_conv.effective_weight())
+    small = slice(0, WARM_UP_BATCH)
+    _forward_backward(net, images[small], labels[small], spec, meter=None)
+    net.zero_grad(set_to_none=True)
 
 
 def _forward_backward(
@@ -329,7 +335,7 @@ def _second_pass(
 def measure(spec: Spec) -> Measurement:
     """Warm up, then the two measured passes of ``spec`` (call in a fresh process)."""
     net, images, labels = _setup(spec)
-    _warm_up(net, images)
+    _warm_up(net, images, labels, spec)
     first_seconds, saved, rss, cuda_peak = _first_pass(net, images, labels, spec)
     second_seconds, cpu_peak = _second_pass(net, images, labels, spec)
     peak = cuda_peak if cuda_peak is not None else cpu_peak
@@ -399,13 +405,15 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     print(
         f"# DynaLayNet(DynaLayConfig()) eval mode, batch {args.batch_size}, all blocks looped, "
-        f"device {device}, {args.threads} threads; one fwd+bwd per measurement"
+        f"device {device}, {args.threads} threads; time = best of 2 fwd+bwd passes"
     )
     saved_ratio: dict[int, float] = {}
     for iterations in args.iterations:
-        implicit, unrolled = (
-            measure_in_subprocess(Spec(mode, iterations, args.batch_size, device, args.threads))
-            for mode in MODES
+        implicit = measure_in_subprocess(
+            Spec("implicit", iterations, args.batch_size, device, args.threads)
+        )
+        unrolled = measure_in_subprocess(
+            Spec("unrolled", iterations, args.batch_size, device, args.threads)
         )
         saved_ratio[iterations] = unrolled.saved_bytes / implicit.saved_bytes
         print(format_line(iterations, implicit, unrolled), flush=True)

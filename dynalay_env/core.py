@@ -107,6 +107,8 @@ class DynaLayCore:
         max_episode_steps: optional truncation (a Gymnasium time limit) below ``max_steps``.
         sequential: draw samples in order through the split (wrapping around), not at random.
         device: where the model and the images live.
+        solver: how loops run: ``fpi`` (DynaLay's per-sample iteration) or TorchDEQ's
+            ``anderson``/``broyden`` (for the DEQ baseline).
     """
 
     def __init__(
@@ -121,6 +123,7 @@ class DynaLayCore:
         max_episode_steps: int | None = None,
         sequential: bool = False,
         device: torch.device | str = "cpu",
+        solver: str = "fpi",
     ) -> None:
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
@@ -148,6 +151,7 @@ class DynaLayCore:
         self.max_steps = max_steps
         self.max_episode_steps = max_episode_steps
         self.sequential = sequential
+        self.solver = solver
         self.n_blocks = model.n_blocks
         self.n_actions = model.n_actions
         self.max_step_flops = float(model.max_step_flops())
@@ -278,7 +282,7 @@ class DynaLayCore:
             else torch.as_tensor(np.asarray(active, dtype=bool), device=self.device)
         )
         actions_t = torch.where(active_t, actions_t, torch.zeros_like(actions_t))
-        output = self.model.step(self.state, actions_t)
+        output = self.model.step(self.state, actions_t, solver=self.solver)
         self.state = output.state
 
         looped = (actions_t > 0) & active_t

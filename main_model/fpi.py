@@ -42,7 +42,7 @@ class ContractiveConv2d(nn.Module):
     of the reshaped weight matrix, which can under-estimate it up to ``kernel_size``-fold). It is
     estimated by power iteration on ``A^T A`` (A = conv, A^T = transposed conv) with a persistent
     vector, like :func:`torch.nn.utils.parametrizations.spectral_norm` does for dense layers:
-    to convergence at construction and whenever the weights changed in evaluation mode, and one
+    to convergence before first use and whenever the weights changed in evaluation mode, and one
     warm-started step per forward in training mode (with the gradient through the norm).
 
     The effective weight is ``W * min(1, bound / ||W||)``: the norm can sit below the bound.
@@ -60,9 +60,9 @@ class ContractiveConv2d(nn.Module):
         self.register_buffer("power_vector", vector / vector.norm())
         self.register_buffer("weight_norm", torch.ones(()))
         self._norm_for_version: int | None = None
-        # Converge the vector now, so training starts from an exact norm and tracks it with one
-        # step per forward as the weights move.
-        self.estimate_norm()
+        # Training converges the vector once (lazily: loading a checkpoint brings its own), then
+        # tracks the norm with one step per forward as the weights move.
+        self._vector_converged = False
 
     def conv(self, z: Tensor, weight: Tensor) -> Tensor:
         return F.conv2d(z, weight, padding=self.padding)
@@ -85,11 +85,14 @@ class ContractiveConv2d(nn.Module):
             previous = norm
         self.weight_norm.fill_(norm)
         self._norm_for_version = self.weight._version
+        self._vector_converged = True
         return norm
 
     def effective_weight(self) -> Tensor:
         """The weight actually used in f, with operator norm <= ``bound``. Shape (C, C, k, k)."""
         if self.training:
+            if not self._vector_converged:
+                self.estimate_norm()
             with torch.no_grad():
                 self._power_step()
             # Gradient flows through the norm (as in spectral_norm); the vector is a constant,
@@ -106,6 +109,7 @@ class ContractiveConv2d(nn.Module):
     def _load_from_state_dict(self, *args, **kwargs) -> None:
         super()._load_from_state_dict(*args, **kwargs)
         self._norm_for_version = None  # loaded weights: re-estimate before use in eval mode
+        self._vector_converged = True  # the saved vector was converged by its training
 
 
 @dataclass

@@ -8,14 +8,20 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_splits
+from conftest import make_model, make_splits
 from stable_baselines3 import PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 from test_env import write_mnist_files
 
 import run_rl
 from agents import make_sb3_vec_env
-from agents.evaluate import run_policy
+from agents.evaluate import (
+    evaluate_all,
+    random_policy,
+    run_policy,
+    static_policy,
+    threshold_policy,
+)
 from agents.trainer import AlternatingTrainer
 from dynalay_env.core import DynaLayCore
 from dynalay_env.data import get_spec, split_training_set
@@ -217,7 +223,6 @@ def test_ppo_learns_the_optimal_policy_on_a_rigged_task():
 
 
 def test_run_policy_counts_every_sample_once_in_order():
-    from conftest import make_model
 
     splits = make_splits("MNIST", n_test=10)
     core = DynaLayCore(make_model("MNIST"), splits["test"], 4, sequential=True, max_steps=2)
@@ -225,3 +230,131 @@ def test_run_policy_counts_every_sample_once_in_order():
     assert result.episodes == 10
     assert result.action_frequencies == [0.0, 1.0, 0.0, 0.0]  # loop-1 twice per episode
     assert result.relative_flops > 1.0
+
+
+# ----- evaluation and results -----------------------------------------------------------------
+def test_baseline_policies_choose_what_they_claim():
+
+    observations = np.zeros((6, 10), dtype=np.float32)
+    for k in range(4):
+        assert static_policy(k)(observations).tolist() == [k] * 6
+    actions = random_policy(4, seed=0)(np.zeros((400, 10)))
+    assert set(actions.tolist()) == {0, 1, 2, 3}
+
+    core = DynaLayCore(make_model("MNIST"), make_splits("MNIST")["test"], 2, max_steps=2)
+    layout = core.observation_layout
+    obs = np.zeros((3, core.observation_size), dtype=np.float32)
+    obs[:, layout["class_probabilities"].start] = [0.95, 0.5, 0.5]
+    obs[2, layout["step_index"]] = 1  # already looped once: answer now
+    assert threshold_policy(layout, 0.9, 2)(obs).tolist() == [0, 2, 0]
+
+
+def test_oracle_is_never_wrong_where_some_path_is_right_and_never_costlier():
+
+    splits = make_splits("CIFAR10", n_test=24)
+    core = DynaLayCore(make_model("CIFAR10"), splits["test"], 8, sequential=True)
+    results = evaluate_all(core, {}, 24, taus=[0.2, 0.9])
+    by_name = {r.name: r for r in results}
+    statics = [r for r in results if r.name.startswith("static")]
+    assert [r.name for r in statics] == [
+        "static NOP (plain CNN)",
+        "static loop-1",
+        "static loop-2",
+        "static loop-3",
+    ]
+    assert statics[2].action_frequencies == [0.0, 0.0, 1.0, 0.0]
+    oracle = by_name["oracle"]
+    correct = np.stack([r.records["correct"] for r in statics])
+    cost = np.stack([r.records["cost"] for r in statics])
+    assert np.array_equal(oracle.records["correct"], correct.any(axis=0))
+    for sample in range(24):
+        chosen = oracle.records["first_action"][sample]
+        right = np.flatnonzero(correct[:, sample])
+        if right.size:
+            assert correct[chosen, sample]
+            assert cost[chosen, sample] <= cost[right, sample].min() + 1e-12
+    assert oracle.accuracy >= max(r.accuracy for r in statics)
+    deq = next(r for r in results if r.name.startswith("DEQ"))
+    assert deq.action_frequencies == [0.0, 0.0, 0.0, 1.0]
+    assert abs(deq.accuracy - statics[3].accuracy) <= 1 / 24 + 1e-9
+
+
+def test_evaluation_accuracy_and_cost_equal_a_brute_force_recomputation():
+
+    model, splits = make_model("MNIST"), make_splits("MNIST", n_test=12)
+    test = splits["test"]
+    core = DynaLayCore(model, test, 5, sequential=True, beta=0.3)
+    result = run_policy(core, static_policy(2), 12)
+    correct, flops = [], []
+    with torch.no_grad():
+        for row in range(12):
+            state = model.straight(test.normalized(torch.tensor([row]))).state
+            output = model.step(state, torch.tensor([2]))
+            correct.append(output.state.logits.argmax().item() == test.labels[row].item())
+            flops.append(model.straight_flops() + output.flops.item())
+    assert result.records["dataset_index"].tolist() == list(range(12))
+    assert result.accuracy == pytest.approx(np.mean(correct))
+    assert result.relative_flops == pytest.approx(np.mean(flops) / model.straight_flops())
+    expected_cost = (np.array(flops) - model.straight_flops()) / model.max_step_flops()
+    assert result.mean_cost == pytest.approx(expected_cost.mean())
+
+
+def test_eval_command_writes_tables_and_plots(tiny_data, tmp_path, capsys):
+    assert run_cli(tiny_data, tmp_path / "runs") == 0
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.5", "0.9"]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    names = [p["name"] for p in results["policies"]]
+    assert names[:4] == [
+        "static NOP (plain CNN)",
+        "static loop-1",
+        "static loop-2",
+        "static loop-3",
+    ]
+    assert {"random", "oracle"} <= set(names)
+    assert any(n.startswith("DEQ (anderson") for n in names)
+    assert sum(n.startswith("threshold tau=") for n in names) == 2
+    assert names[-1].startswith("agent (ppo")
+    table = (run_dir / "results.md").read_text().splitlines()
+    rows = [line for line in table if line.startswith("| ") and "---" not in line]
+    assert len(rows) == 1 + len(names)  # header + one row per policy
+    for plot in ("pareto.png", "action_frequencies.png", "reward_curve.png"):
+        assert (run_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert "| oracle |" in capsys.readouterr().out
+
+
+def test_eval_command_refuses_an_unfinished_run(tmp_path, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        run_rl.main(["eval", str(tmp_path)])
+    assert exit_info.value.code == 2
+    assert "config.yaml is missing" in capsys.readouterr().err
+
+
+def test_beta_sweep_reuses_one_main_model_and_plots_against_beta(tiny_data, tmp_path):
+    code = run_rl.main(
+        [
+            "sweep",
+            "--betas",
+            "0.1",
+            "1.0",
+            *TINY_RUN,
+            "--data-dir",
+            str(tiny_data),
+            "--logdir",
+            str(tmp_path),
+            "--taus",
+            "0.9",
+        ]  # fmt: skip
+    )
+    assert code == 0
+    (sweep_dir,) = [p for p in tmp_path.iterdir() if p.name.startswith("sweep_")]
+    results = json.loads((sweep_dir / "results.json").read_text())
+    agents = [p for p in results["policies"] if p["name"].startswith("agent beta=")]
+    assert [a["parameter"] for a in agents] == [0.1, 1.0]
+    first = torch.load(sweep_dir / "beta_0.1" / "checkpoints" / "main_model.pt")["state_dict"]
+    second = torch.load(sweep_dir / "beta_1" / "checkpoints" / "main_model.pt")["state_dict"]
+    for key, value in first.items():
+        if "power_vector" not in key and "weight_norm" not in key:  # power-iteration state
+            assert torch.equal(value, second[key]), key  # one shared, frozen main model
+    for plot in ("pareto.png", "beta_sweep.png", "action_frequencies.png", "reward_curve.png"):
+        assert (sweep_dir / plot).stat().st_size > 1000

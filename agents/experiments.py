@@ -1,0 +1,166 @@
+"""Evaluation of a finished run and the beta sweep, with their tables and plots.
+
+python run_rl.py eval RUN_DIR                 # agent vs baselines on the test split
+python run_rl.py sweep --betas 0.03 0.1 0.3 1 [training flags]   # Pareto over beta
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agents.config import TrainConfig
+from agents.evaluate import PolicyResult, evaluate_all
+from agents.report import (
+    plot_action_frequencies,
+    plot_beta_sweep,
+    plot_pareto,
+    plot_reward_curve,
+    reward_curve_from_events,
+    write_results,
+)
+from agents.trainer import ALGORITHMS, AlternatingTrainer, dataset_of
+from dynalay_env.core import DynaLayCore
+from dynalay_env.data import load_splits
+from dynalay_env.models import resolve_device
+from main_model import load_main_model
+
+DEFAULT_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    saved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
+    saved.pop("resolved_device", None)
+    return TrainConfig.from_dict(saved)
+
+
+def _say(message: str) -> None:
+    print(f"  evaluating {message}", file=sys.stderr)
+
+
+def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None):
+    model, _ = load_main_model(Path(run_dir) / "checkpoints" / "main_model.pt", device)
+    splits = load_splits(
+        dataset_of(config.env), config.data_dir, config.holdout_size, config.seed, config.download
+    )
+    test = splits["test"]
+    episodes = min(eval_size or len(test), len(test))
+    core = DynaLayCore(
+        model,
+        test,
+        min(episodes, 1024),
+        alpha=config.alpha,
+        beta=config.beta,
+        max_steps=config.max_steps,
+        sequential=True,
+        device=device,
+    )
+    return core, episodes
+
+
+def _agent_policy(run_dir: Path, algo: str, device):
+    agent = ALGORITHMS[algo].load(Path(run_dir) / "checkpoints" / "agent.zip", device=device)
+    return lambda observations: agent.predict(observations, deterministic=True)[0]
+
+
+def evaluate_run(
+    run_dir: Path,
+    eval_size: int | None = None,
+    taus: Sequence[float] = DEFAULT_TAUS,
+    device: str = "auto",
+) -> list[PolicyResult]:
+    """Agent vs every baseline on the test split; writes results and plots into ``run_dir``."""
+    run_dir = Path(run_dir)
+    config = load_run_config(run_dir)
+    resolved = resolve_device(device)
+    core, episodes = _test_core(config, run_dir, resolved, eval_size)
+    agent = {
+        f"agent ({config.algo}, beta={config.beta:g})": _agent_policy(
+            run_dir, config.algo, resolved
+        )
+    }
+    results = evaluate_all(core, agent, episodes, list(taus), progress=_say)
+    extra = {"run_dir": str(run_dir), "env": config.env, "split": "test", "episodes": episodes}
+    write_results(run_dir, results, f"DynaLay on {config.env}: agent vs baselines", extra)
+    plot_pareto(results, run_dir / "pareto.png")
+    oracle = next(r for r in results if r.name == "oracle")
+    plot_action_frequencies([results[-1], oracle], run_dir / "action_frequencies.png")
+    plot_reward_curve(
+        {results[-1].name: reward_curve_from_events(run_dir / "tb")}, run_dir / "reward_curve.png"
+    )
+    return results
+
+
+def beta_sweep(
+    base: TrainConfig,
+    betas: Sequence[float],
+    sweep_dir: Path,
+    eval_size: int | None = None,
+    taus: Sequence[float] = DEFAULT_TAUS,
+) -> list[PolicyResult]:
+    """Train one agent per beta on one shared, frozen, pre-trained main model; compare all.
+
+    The first beta's run pre-trains the main model (or loads ``base.checkpoint``); the others
+    start from its checkpoint with no supervised phase, so every agent sees the same model.
+    """
+    sweep_dir = Path(sweep_dir)
+    run_dirs: dict[float, Path] = {}
+    shared_checkpoint = base.checkpoint
+    for beta in betas:
+        config = dataclasses.replace(
+            base, beta=beta, checkpoint=shared_checkpoint, supervised_epochs=0, rounds=1
+        )
+        run_dir = sweep_dir / f"beta_{beta:g}"
+        print(f"sweep: training the agent for beta={beta:g} in {run_dir}", file=sys.stderr)
+        AlternatingTrainer(config, run_dir).run()
+        run_dirs[beta] = run_dir
+        shared_checkpoint = str(run_dirs[betas[0]] / "checkpoints" / "main_model.pt")
+
+    resolved = resolve_device(base.device)
+    first = run_dirs[betas[0]]
+    core, episodes = _test_core(load_run_config(first), first, resolved, eval_size)
+    agents = {
+        f"agent beta={beta:g}": _agent_policy(run_dirs[beta], base.algo, resolved) for beta in betas
+    }
+    results = evaluate_all(core, agents, episodes, list(taus), progress=_say)
+    agent_results = [r for r in results if r.name.startswith("agent beta=")]
+    for result, beta in zip(agent_results, betas, strict=True):
+        result.parameter = beta
+    extra: dict[str, Any] = {
+        "env": base.env,
+        "split": "test",
+        "episodes": episodes,
+        "betas": list(betas),
+        "run_dirs": {f"{b:g}": str(d) for b, d in run_dirs.items()},
+    }
+    write_results(sweep_dir, results, f"DynaLay on {base.env}: beta sweep vs baselines", extra)
+    plot_pareto(results, sweep_dir / "pareto.png")
+    plot_beta_sweep(list(betas), agent_results, sweep_dir / "beta_sweep.png")
+    plot_action_frequencies(agent_results, sweep_dir / "action_frequencies.png")
+    curves = {f"beta={b:g}": reward_curve_from_events(d / "tb") for b, d in run_dirs.items()}
+    plot_reward_curve(curves, sweep_dir / "reward_curve.png")
+    return results
+
+
+def best_static(results: Sequence[PolicyResult]) -> PolicyResult:
+    """The most accurate static path (ties: the cheaper one)."""
+    statics = [r for r in results if r.name.startswith("static")]
+    return max(statics, key=lambda r: (r.accuracy, -r.relative_flops))
+
+
+def dominated_by(point: PolicyResult, others: Sequence[PolicyResult]) -> list[str]:
+    """Names of the deployable policies at least as accurate and as cheap, one strictly."""
+    names = []
+    for other in others:
+        if other.name == "oracle" or other is point:
+            continue
+        no_worse = other.accuracy >= point.accuracy and other.relative_flops <= point.relative_flops
+        better = other.accuracy > point.accuracy or other.relative_flops < point.relative_flops
+        if no_worse and better:
+            names.append(other.name)
+    return names

@@ -1,0 +1,169 @@
+"""Results as files: ``results.md`` (a table like the thesis's Table 4.1), ``results.json`` and
+PNG plots (action frequencies, reward over training, frequency/accuracy against beta, Pareto).
+Every file is written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")  # files only; no display needed
+import matplotlib.pyplot as plt  # noqa: E402
+
+from agents.evaluate import PolicyResult  # noqa: E402
+
+
+def _atomic_write(path: Path, write) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def action_names(n_actions: int) -> list[str]:
+    return ["NOP"] + [f"loop-{k}" for k in range(1, n_actions)]
+
+
+def markdown_table(results: Sequence[PolicyResult], title: str) -> str:
+    """One row per policy: accuracy, compute, action frequencies, wall time."""
+    names = action_names(len(results[0].action_frequencies))
+    header = ["policy", "accuracy", "FLOPs vs plain CNN", "mean cost", *names, "ms / sample"]
+    lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        wall = "—" if r.ms_per_sample is None else f"{r.ms_per_sample:.3f}"
+        freqs = [f"{share:.1%}" for share in r.action_frequencies]
+        row = [r.name, f"{r.accuracy:.4f}", f"{r.relative_flops:.2f}x", f"{r.mean_cost:.4f}"]
+        lines.append("| " + " | ".join([*row, *freqs, wall]) + " |")
+    lines += [
+        "",
+        f"{results[0].episodes} samples. FLOPs vs plain CNN: mean FLOPs per sample (straight pass "
+        "included) over the plain CNN's. Mean cost: summed per-step cost in [0, 1] (step FLOPs over "
+        "the most expensive possible step). The oracle is an upper bound (cheapest correct path "
+        "per sample), not a deployable policy; it has no wall time.",
+    ]
+    return "\n".join(lines) + "\n"
+
+
+def write_results(
+    out_dir: Path, results: Sequence[PolicyResult], title: str, extra: dict[str, Any]
+) -> tuple[Path, Path]:
+    """``results.md`` and ``results.json`` in ``out_dir``."""
+    markdown = markdown_table(results, title)
+    payload = {**extra, "policies": [r.to_json() for r in results]}
+    md = _atomic_write(out_dir / "results.md", lambda p: Path(p).write_text(markdown))
+    js = _atomic_write(
+        out_dir / "results.json", lambda p: Path(p).write_text(json.dumps(payload, indent=2))
+    )
+    return md, js
+
+
+def _save(fig, path: Path) -> Path:
+    _atomic_write(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight", format="png"))
+    plt.close(fig)
+    return path
+
+
+def plot_action_frequencies(results: Sequence[PolicyResult], path: Path) -> Path:
+    """Grouped bars: share of decisions per action for each given policy (thesis Fig. 4.1)."""
+    names = action_names(len(results[0].action_frequencies))
+    fig, ax = plt.subplots(figsize=(7, 4))
+    width = 0.8 / len(results)
+    for i, result in enumerate(results):
+        xs = [k + i * width for k in range(len(names))]
+        ax.bar(xs, [100 * f for f in result.action_frequencies], width, label=result.name)
+    ax.set_xticks([k + 0.4 - width / 2 for k in range(len(names))], names)
+    ax.set_xlabel("action")
+    ax.set_ylabel("share of decisions (%)")
+    ax.set_title("Action selection frequency on the test split")
+    ax.legend()
+    return _save(fig, path)
+
+
+def plot_reward_curve(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
+    """Mean episode reward against environment steps (thesis Fig. 4.3a)."""
+    fig, ax = plt.subplots(figsize=(7, 4))
+    for label, (steps, rewards) in curves.items():
+        ax.plot(steps, rewards, label=label)
+    ax.set_xlabel("environment steps (episodes x decisions)")
+    ax.set_ylabel("mean episode reward")
+    ax.set_title("Agent reward during RL training (rollout/ep_rew_mean)")
+    if curves:
+        ax.legend()
+    return _save(fig, path)
+
+
+def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
+    """Accuracy against compute for every policy; the threshold sweep drawn as a curve."""
+    fig, ax = plt.subplots(figsize=(7, 5))
+    thresholds = sorted(
+        (r for r in results if r.name.startswith("threshold")), key=lambda r: r.relative_flops
+    )
+    if thresholds:
+        ax.plot(
+            [r.relative_flops for r in thresholds],
+            [100 * r.accuracy for r in thresholds],
+            "o-",
+            color="tab:gray",
+            label="confidence threshold (tau sweep)",
+        )
+    styles = {"static": ("s", "tab:blue"), "DEQ": ("D", "tab:purple"), "random": ("x", "black")}
+    styles.update(oracle=("*", "tab:green"), agent=("P", "tab:red"))
+    seen: set[str] = set()
+    for r in results:
+        if r.name.startswith("threshold"):
+            continue
+        kind = next((k for k in styles if r.name.startswith(k)), "agent")
+        marker, color = styles[kind]
+        label = None if kind in seen else kind
+        seen.add(kind)
+        ax.plot(r.relative_flops, 100 * r.accuracy, marker, color=color, ms=9, label=label)
+        ax.annotate(r.name.replace("static ", ""), (r.relative_flops, 100 * r.accuracy), fontsize=7)
+    ax.set_xlabel("mean FLOPs per sample, relative to the plain CNN (x)")
+    ax.set_ylabel("test accuracy (%)")
+    ax.set_title("Accuracy vs compute (up and left is better)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def plot_beta_sweep(betas: Sequence[float], agents: Sequence[PolicyResult], path: Path) -> Path:
+    """Selection frequency of each action and accuracy against beta (thesis Fig. 4.3b)."""
+    names = action_names(len(agents[0].action_frequencies))
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    for k, name in enumerate(names):
+        left.plot(betas, [100 * a.action_frequencies[k] for a in agents], "o-", label=name)
+    left.set_xscale("log")
+    left.set_xlabel("beta (compute penalty weight)")
+    left.set_ylabel("share of decisions (%)")
+    left.set_title("Action selection frequency vs beta")
+    left.legend()
+    right.plot(betas, [100 * a.accuracy for a in agents], "o-", color="tab:red")
+    right.set_xscale("log")
+    right.set_xlabel("beta (compute penalty weight)")
+    right.set_ylabel("test accuracy (%)")
+    right.set_title("Agent accuracy vs beta")
+    return _save(fig, path)
+
+
+def reward_curve_from_events(tb_dir: Path) -> tuple[list[int], list[float]]:
+    """``rollout/ep_rew_mean`` from a run's TensorBoard events."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    events = EventAccumulator(str(tb_dir)).Reload()
+    if "rollout/ep_rew_mean" not in events.Tags()["scalars"]:
+        return [], []
+    points = events.Scalars("rollout/ep_rew_mean")
+    return [p.step for p in points], [p.value for p in points]
