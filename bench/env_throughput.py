@@ -68,7 +68,7 @@ from dynalay_env.data import (
     ImageSplit,
     get_spec,
     load_splits,
-    split_training_set,
+    random_splits,
 )
 from dynalay_env.models import DEFAULT_WIDTHS, config_for, resolve_device
 from main_model import DynaLayNet
@@ -82,23 +82,6 @@ TARGET_VECTOR_OVER_RAW = 0.8
 
 
 # ----- setup -------------------------------------------------------------------------------------
-def random_splits(n_train: int = 6000, n_test: int = 1000, seed: int = 0) -> dict[str, ImageSplit]:
-    """Random uint8 images and labels of Fashion-MNIST's shape (as tests/conftest.py does)."""
-    spec = get_spec(DATASET)
-    generator = torch.Generator().manual_seed(seed)
-    shape = (spec.in_channels, spec.image_size, spec.image_size)
-
-    def images(n: int) -> torch.Tensor:
-        return torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)
-
-    def labels(n: int) -> torch.Tensor:
-        return torch.randint(0, spec.num_classes, (n,), generator=generator)
-
-    return split_training_set(
-        spec, images(n_train), labels(n_train), images(n_test), labels(n_test), n_train // 2, seed
-    )
-
-
 def load_data() -> tuple[dict[str, ImageSplit], str]:
     """The real Fashion-MNIST splits when a system copy exists, else random ones; and a label."""
     system_dir = Path(get_spec(DATASET).system_dirs[0])
@@ -107,7 +90,9 @@ def load_data() -> tuple[dict[str, ImageSplit], str]:
             return load_splits(DATASET), f"real Fashion-MNIST ({system_dir})"
         except DataNotFoundError:
             pass
-    return random_splits(), "random in-memory images (no Fashion-MNIST copy found)"
+    return random_splits(
+        DATASET, 6000, 1000
+    ), "random in-memory images (no Fashion-MNIST copy found)"
 
 
 def make_model(widths: tuple[int, ...], device: torch.device, seed: int = 0) -> DynaLayNet:

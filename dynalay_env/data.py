@@ -319,3 +319,24 @@ def split_training_set(
         ),
         "test": ImageSplit(test_images, test_labels, test_indices, spec),
     }
+
+
+def random_splits(
+    name: str, n_train: int = 48, n_test: int = 24, seed: int = 0
+) -> dict[str, ImageSplit]:
+    """Random uint8 images and labels of dataset ``name``'s shape, split like the real one
+    (half the training samples are the holdout). For tests and benchmarks without data files.
+    """
+    spec = get_spec(name)
+    generator = torch.Generator().manual_seed(seed)
+    shape = (spec.in_channels, spec.image_size, spec.image_size)
+
+    def images(n: int) -> Tensor:
+        return torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)
+
+    def labels(n: int) -> Tensor:
+        return torch.randint(0, spec.num_classes, (n,), generator=generator)
+
+    return split_training_set(
+        spec, images(n_train), labels(n_train), images(n_test), labels(n_test), n_train // 2, seed
+    )

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 import torch
 
-from dynalay_env.data import ImageSplit, get_spec, split_training_set
+from dynalay_env.data import ImageSplit, get_spec, random_splits
 from dynalay_env.models import config_for
 from main_model import DynaLayNet, save_main_model
 
@@ -16,19 +16,7 @@ TINY_WIDTHS = (4, 6, 8)
 
 def make_splits(dataset: str, n_train: int = 48, n_test: int = 24, seed: int = 0):
     """Random uint8 images with labels for ``dataset``'s shape: train/holdout/test splits."""
-    spec = get_spec(dataset)
-    generator = torch.Generator().manual_seed(seed)
-    shape = (spec.in_channels, spec.image_size, spec.image_size)
-
-    def images(n: int) -> torch.Tensor:
-        return torch.randint(0, 256, (n, *shape), generator=generator, dtype=torch.uint8)
-
-    def labels(n: int) -> torch.Tensor:
-        return torch.randint(0, spec.num_classes, (n,), generator=generator)
-
-    return split_training_set(
-        spec, images(n_train), labels(n_train), images(n_test), labels(n_test), n_train // 2, seed
-    )
+    return random_splits(dataset, n_train, n_test, seed)
 
 
 def make_model(dataset: str, seed: int = 0, **config_changes) -> DynaLayNet:
