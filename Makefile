@@ -11,7 +11,7 @@ STAMP := $(VENV)/.installed
 # a small network and budget that finish in well under 15 minutes on 2 CPU cores.
 FASHION_MNIST := /usr/share/datasets/fashion-mnist
 DEMO_FLAGS := --algo ppo --env DynaLay-FashionMNIST-v0 --seed 0 --widths 16 32 64 \
-	--pretrain-epochs 2 --train-size 20000 --rounds 2 --total-timesteps 16384 --num-envs 64 \
+	--pretrain-epochs 2 --train-size 12000 --rounds 2 --total-timesteps 16384 --num-envs 64 \
 	--logdir runs
 
 $(BIN)/python:
