@@ -178,8 +178,8 @@ class RiggedNet(DynaLayNet):
         output.state.logits = logits
         return output
 
-    def step(self, state, actions):
-        output = super().step(state, actions)
+    def step(self, state, actions, solver="fpi"):
+        output = super().step(state, actions, solver)
         looped = actions > 0
         truth = torch.where(self._bright(state), 0, 1)
         logits = output.state.logits.clone()
@@ -358,3 +358,14 @@ def test_beta_sweep_reuses_one_main_model_and_plots_against_beta(tiny_data, tmp_
             assert torch.equal(value, second[key]), key  # one shared, frozen main model
     for plot in ("pareto.png", "beta_sweep.png", "action_frequencies.png", "reward_curve.png"):
         assert (sweep_dir / plot).stat().st_size > 1000
+
+
+@pytest.mark.parametrize("algo", ["a2c", "dqn"])
+def test_cli_trains_with_every_supported_algorithm(algo, tiny_data, tmp_path):
+    flags = [*TINY_RUN, "--data-dir", str(tiny_data), "--logdir", str(tmp_path / "runs")]
+    flags[flags.index("--algo") + 1] = algo
+    flags[flags.index("--rounds") + 1] = "1"
+    assert run_rl.main(flags) == 0
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert f"algo: {algo}" in (run_dir / "config.yaml").read_text()
+    assert (run_dir / "checkpoints" / "agent.zip").is_file()
