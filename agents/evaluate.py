@@ -169,6 +169,32 @@ def oracle_result(static_results: list[PolicyResult]) -> PolicyResult:
     )
 
 
+def sequential_core(
+    model,
+    split,
+    *,
+    alpha: float,
+    beta: float,
+    max_steps: int,
+    device,
+    episodes: int | None = None,
+    max_slots: int = 1024,
+) -> tuple[DynaLayCore, int]:
+    """A core walking ``split`` in order, and how many episodes cover it (or ``episodes``)."""
+    count = min(episodes or len(split), len(split))
+    core = DynaLayCore(
+        model,
+        split,
+        min(count, max_slots),
+        alpha=alpha,
+        beta=beta,
+        max_steps=max_steps,
+        sequential=True,
+        device=device,
+    )
+    return core, count
+
+
 def make_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
     """A fresh sequential core on the same model, split and reward settings as ``base``."""
     return DynaLayCore(

@@ -15,7 +15,7 @@ from typing import Any
 import yaml
 
 from agents.config import TrainConfig
-from agents.evaluate import PolicyResult, evaluate_all
+from agents.evaluate import PolicyResult, evaluate_all, sequential_core
 from agents.report import (
     plot_action_frequencies,
     plot_beta_sweep,
@@ -25,7 +25,6 @@ from agents.report import (
     write_results,
 )
 from agents.trainer import ALGORITHMS, AlternatingTrainer, dataset_of
-from dynalay_env.core import DynaLayCore
 from dynalay_env.data import load_splits
 from dynalay_env.models import resolve_device
 from main_model import load_main_model
@@ -48,19 +47,15 @@ def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None
     splits = load_splits(
         dataset_of(config.env), config.data_dir, config.holdout_size, config.seed, config.download
     )
-    test = splits["test"]
-    episodes = min(eval_size or len(test), len(test))
-    core = DynaLayCore(
+    return sequential_core(
         model,
-        test,
-        min(episodes, 1024),
+        splits["test"],
         alpha=config.alpha,
         beta=config.beta,
         max_steps=config.max_steps,
-        sequential=True,
         device=device,
+        episodes=eval_size,
     )
-    return core, episodes
 
 
 def _agent_policy(run_dir: Path, algo: str, device):

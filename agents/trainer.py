@@ -38,10 +38,10 @@ from tqdm.auto import tqdm
 
 from agents.callbacks import DynaLayMetricsCallback
 from agents.config import TrainConfig, algo_hyperparams
-from agents.evaluate import PolicyResult, run_policy
+from agents.evaluate import PolicyResult, run_policy, sequential_core
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env import ENV_IDS
-from dynalay_env.core import DynaLayCore, first_observation
+from dynalay_env.core import first_observation
 from dynalay_env.data import get_spec, load_splits
 from dynalay_env.models import config_for, iterate_batches, pretrain_main_model, resolve_device
 from main_model import DynaLayNet, load_main_model, save_main_model
@@ -273,17 +273,14 @@ class AlternatingTrainer:
 
     # ----- summary ----------------------------------------------------------------------------
     def _summarise(self) -> dict[str, Any]:
-        test = self.splits["test"]
-        episodes = min(self.config.eval_size or len(test), len(test))
-        core = DynaLayCore(
+        core, episodes = sequential_core(
             self.model,
-            test,
-            min(episodes, 1024),
+            self.splits["test"],
             alpha=self.config.alpha,
             beta=self.config.beta,
             max_steps=self.config.max_steps,
-            sequential=True,
             device=self.device,
+            episodes=self.config.eval_size,
         )
 
         def policy(observations: np.ndarray) -> np.ndarray:

@@ -91,7 +91,7 @@ class DynaLayVectorEnv(VectorEnv):
                 )
             result = self.core.step(actions)
         done = result.terminated | result.truncated
-        episode = {key: value for key, value in result.episode.items()}
+        episode = dict(result.episode)
         episode.update({f"_{key}": done.copy() for key in result.episode})
         if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
             final_obs = np.full(self.num_envs, None, dtype=object)
