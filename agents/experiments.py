@@ -7,12 +7,14 @@ python run_rl.py sweep --betas 0.03 0.1 0.3 1 [training flags]   # Pareto over b
 from __future__ import annotations
 
 import dataclasses
+import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
 import yaml
+from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.config import TrainConfig
 from agents.evaluate import PolicyResult, evaluate_all, sequential_core
@@ -24,7 +26,7 @@ from agents.report import (
     reward_curve_from_events,
     write_results,
 )
-from agents.trainer import ALGORITHMS, AlternatingTrainer, dataset_of
+from agents.trainer import ALGORITHMS, NORMALIZE_FILE, AlternatingTrainer, dataset_of
 from dynalay_env.data import load_splits
 from dynalay_env.models import resolve_device
 from main_model import load_main_model
@@ -59,8 +61,19 @@ def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None
 
 
 def _agent_policy(run_dir: Path, algo: str, device):
-    agent = ALGORITHMS[algo].load(Path(run_dir) / "checkpoints" / "agent.zip", device=device)
-    return lambda observations: agent.predict(observations, deterministic=True)[0]
+    """The run's agent, deterministic, with its observation normalisation when it has one."""
+    checkpoints = Path(run_dir) / "checkpoints"
+    agent = ALGORITHMS[algo].load(checkpoints / "agent.zip", device=device)
+    stats_file = checkpoints / NORMALIZE_FILE
+    if not stats_file.is_file():
+        return lambda observations: agent.predict(observations, deterministic=True)[0]
+    with open(stats_file, "rb") as handle:
+        # VecNormalize pickles without its venv; normalize_obs needs only the statistics.
+        normalizer: VecNormalize = pickle.load(handle)
+    normalizer.training = False
+    return lambda observations: agent.predict(
+        normalizer.normalize_obs(observations), deterministic=True
+    )[0]
 
 
 def evaluate_run(

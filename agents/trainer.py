@@ -33,6 +33,7 @@ import yaml
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.logger import configure
+from stable_baselines3.common.vec_env import VecNormalize
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
@@ -48,6 +49,7 @@ from main_model import DynaLayNet, load_main_model, save_main_model
 from main_model.train import train_epoch
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+NORMALIZE_FILE = "vecnormalize.pkl"
 log = logging.getLogger("dynalay")
 
 
@@ -83,6 +85,13 @@ class AlternatingTrainer:
             **algo_hyperparams(config.algo, config.env, config.conf),
             **config.algo_kwargs,
         }
+        # rl-zoo3 convention: `normalize` in the hyperparameters wraps the env in VecNormalize.
+        normalize = self.algo_kwargs.get("normalize", False)
+        self.normalize: dict[str, Any] | None = (
+            dict(normalize) if isinstance(normalize, dict) else ({} if normalize else None)
+        )
+        self.obs_normalizer: VecNormalize | None = None
+        self.core = None
         self.progress_file = self.run_dir / "progress.json"
         self.completed: list[str] = (
             json.loads(self.progress_file.read_text())["completed"]
@@ -124,6 +133,28 @@ class AlternatingTrainer:
         return {name: split.to(self.device) for name, split in splits.items()}
 
     def _make_env(self):
+        """The SB3 env over the holdout; wrapped in VecNormalize when the hyperparameters ask.
+
+        Normalisation statistics are restored from the run's checkpoint when there is one.
+        """
+        env = self._make_raw_env()
+        self.core = env.venv.vector_env.unwrapped.core
+        if self.normalize is None:
+            return env
+        stats = self.checkpoints / NORMALIZE_FILE
+        if stats.is_file():
+            self.obs_normalizer = VecNormalize.load(str(stats), env)
+        else:
+            self.obs_normalizer = VecNormalize(env, **self.normalize)
+        return self.obs_normalizer
+
+    def normalized(self, observations: np.ndarray) -> np.ndarray:
+        """Observations as the agent sees them (normalised when the env is)."""
+        if self.obs_normalizer is None:
+            return observations
+        return self.obs_normalizer.normalize_obs(observations)
+
+    def _make_raw_env(self):
         config = self.config
         return make_sb3_vec_env(
             config.env,
@@ -205,6 +236,7 @@ class AlternatingTrainer:
     def _rl_phase(self) -> None:
         if self.agent is None:
             kwargs = dict(self.algo_kwargs)
+            kwargs.pop("normalize", None)
             policy = kwargs.pop("policy", "MlpPolicy")
             self.agent = ALGORITHMS[self.config.algo](
                 policy, self._make_env(), seed=self.config.seed, device=self.device, **kwargs
@@ -212,9 +244,7 @@ class AlternatingTrainer:
             self.agent.set_logger(self._tensorboard_logger())
         else:
             self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes: the model changed
-        env = self.agent.get_env()
-        core = env.venv.vector_env.unwrapped.core
-        callback = DynaLayMetricsCallback(core.n_actions, core.n_blocks)
+        callback = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
         self.agent.learn(
             self.config.total_timesteps,
             callback=callback,
@@ -228,7 +258,7 @@ class AlternatingTrainer:
         """The agent's first decision on each image, with uniform exploration mixed in."""
         state = self.model.straight(images).state
         observations = first_observation(state, self.model.n_actions).cpu().numpy()
-        chosen, _ = self.agent.predict(observations, deterministic=True)
+        chosen, _ = self.agent.predict(self.normalized(observations), deterministic=True)
         actions = torch.as_tensor(chosen, device=images.device).long()
         explore = torch.rand(len(actions), device=images.device) < self.config.exploration
         uniform = torch.randint(0, self.model.n_actions, (len(actions),), device=images.device)
@@ -268,6 +298,11 @@ class AlternatingTrainer:
             os.close(fd)
             self.agent.save(tmp)
             os.replace(tmp, self.checkpoints / "agent.zip")
+        if self.obs_normalizer is not None:
+            fd, tmp = tempfile.mkstemp(suffix=".pkl", dir=self.checkpoints)
+            os.close(fd)
+            self.obs_normalizer.save(tmp)
+            os.replace(tmp, self.checkpoints / NORMALIZE_FILE)
         self.completed.append(phase)
         write_json_atomic({"completed": self.completed}, self.progress_file)
 
@@ -284,7 +319,7 @@ class AlternatingTrainer:
         )
 
         def policy(observations: np.ndarray) -> np.ndarray:
-            return self.agent.predict(observations, deterministic=True)[0]
+            return self.agent.predict(self.normalized(observations), deterministic=True)[0]
 
         result: PolicyResult = run_policy(core, policy, episodes, "agent")
         summary = {"run_dir": str(self.run_dir), "phases": self.completed, **result.to_json()}

@@ -63,7 +63,11 @@ def test_cli_end_to_end_writes_run_directory_and_tensorboard_tags(tiny_data, tmp
         "round2/rl",
         "round2/supervised",
     ]
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {"main_model.pt", "agent.zip"}
+    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+        "main_model.pt",
+        "agent.zip",
+        "vecnormalize.pkl",  # hyperparams.yml: normalize observations
+    }
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["episodes"] == 8 and 0.0 <= summary["accuracy"] <= 1.0
     assert sum(summary["action_frequencies"]) == pytest.approx(1.0)
@@ -369,3 +373,15 @@ def test_cli_trains_with_every_supported_algorithm(algo, tiny_data, tmp_path):
     run_dir = only_run_dir(tmp_path / "runs")
     assert f"algo: {algo}" in (run_dir / "config.yaml").read_text()
     assert (run_dir / "checkpoints" / "agent.zip").is_file()
+
+
+def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_path):
+    conf = tmp_path / "conf.yml"
+    conf.write_text("ppo:\n  default:\n    policy: MlpPolicy\n    n_steps: 8\n    batch_size: 32\n")
+    flags = [*TINY_RUN, "--data-dir", str(tiny_data), "--logdir", str(tmp_path / "runs")]
+    flags[flags.index("--rounds") + 1] = "1"
+    assert run_rl.main([*flags, "--conf", str(conf)]) == 0
+    run_dir = only_run_dir(tmp_path / "runs")
+    assert not (run_dir / "checkpoints" / "vecnormalize.pkl").exists()
+    assert "n_steps: 8" in (run_dir / "config.yaml").read_text()
+    assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.9"]) == 0
