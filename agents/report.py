@@ -6,8 +6,6 @@ Every file is written atomically.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -18,19 +16,7 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from agents.evaluate import PolicyResult  # noqa: E402
-
-
-def _atomic_write(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    return path
+from agents.files import atomic_write  # noqa: E402
 
 
 def action_names(n_actions: int) -> list[str]:
@@ -63,15 +49,15 @@ def write_results(
     """``results.md`` and ``results.json`` in ``out_dir``."""
     markdown = markdown_table(results, title)
     payload = {**extra, "policies": [r.to_json() for r in results]}
-    md = _atomic_write(out_dir / "results.md", lambda p: Path(p).write_text(markdown))
-    js = _atomic_write(
+    md = atomic_write(out_dir / "results.md", lambda p: Path(p).write_text(markdown))
+    js = atomic_write(
         out_dir / "results.json", lambda p: Path(p).write_text(json.dumps(payload, indent=2))
     )
     return md, js
 
 
 def _save(fig, path: Path) -> Path:
-    _atomic_write(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight", format="png"))
+    atomic_write(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight", format="png"))
     plt.close(fig)
     return path
 

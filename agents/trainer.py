@@ -20,9 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -40,6 +38,7 @@ from tqdm.auto import tqdm
 from agents.callbacks import DynaLayMetricsCallback
 from agents.config import TrainConfig, algo_hyperparams
 from agents.evaluate import PolicyResult, run_policy, sequential_core
+from agents.files import atomic_write, write_json_atomic
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env import ENV_IDS
 from dynalay_env.core import first_observation
@@ -58,13 +57,6 @@ def dataset_of(env_id: str) -> str:
         if known_id == env_id:
             return dataset
     raise ValueError(f"unknown env id {env_id!r}; choose one of {sorted(ENV_IDS.values())}")
-
-
-def write_json_atomic(payload: Any, path: Path) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
-    with os.fdopen(fd, "w") as handle:
-        json.dump(payload, handle, indent=2)
-    os.replace(tmp, path)
 
 
 class AlternatingTrainer:
@@ -115,10 +107,8 @@ class AlternatingTrainer:
     def _write_config(self) -> None:
         resolved = {**self.config.to_dict(), "algo_kwargs": self.algo_kwargs}
         resolved["resolved_device"] = str(self.device)
-        fd, tmp = tempfile.mkstemp(dir=self.run_dir)
-        with os.fdopen(fd, "w") as handle:
-            yaml.safe_dump(resolved, handle, sort_keys=False)
-        os.replace(tmp, self.run_dir / "config.yaml")
+        text = yaml.safe_dump(resolved, sort_keys=False)
+        atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
 
     def _load_data(self):
         config = self.config
@@ -294,15 +284,9 @@ class AlternatingTrainer:
     def _save_phase(self, phase: str) -> None:
         save_main_model(self.model, self.checkpoints / "main_model.pt", metadata={"phase": phase})
         if self.agent is not None:
-            fd, tmp = tempfile.mkstemp(suffix=".zip", dir=self.checkpoints)
-            os.close(fd)
-            self.agent.save(tmp)
-            os.replace(tmp, self.checkpoints / "agent.zip")
+            atomic_write(self.checkpoints / "agent.zip", self.agent.save)
         if self.obs_normalizer is not None:
-            fd, tmp = tempfile.mkstemp(suffix=".pkl", dir=self.checkpoints)
-            os.close(fd)
-            self.obs_normalizer.save(tmp)
-            os.replace(tmp, self.checkpoints / NORMALIZE_FILE)
+            atomic_write(self.checkpoints / NORMALIZE_FILE, self.obs_normalizer.save)
         self.completed.append(phase)
         write_json_atomic({"completed": self.completed}, self.progress_file)
 
