@@ -52,6 +52,9 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_rl.py",
         description="Train a DynaLay agent: pre-train the main model, then alternate RL "
         "(Stable-Baselines3 on the batched env) and supervised phases.",
+        epilog="Sub-commands: 'run_rl.py eval RUN_DIR' (agent vs baselines on the test split) and "
+        "'run_rl.py sweep --betas B [B ...] [flags above]' (one agent per beta, Pareto plots); "
+        "each has its own --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
