@@ -1,14 +1,24 @@
 """Fixed-point-iteration (FPI) block: a conv layer that can also be looped to its fixed point.
 
-Block l maps its input x to z. With the input injection u = inject(x) (conv + BatchNorm, may
+Block l maps its input x to z. With the input injection u = inject(x) (conv + GroupNorm, may
 downsample and change channels) the FPI map is
 
     f(z, u) = relu(W * z + u),
 
 where ``W * z`` is a same-padding convolution whose operator norm is held at or below
 ``contraction`` < 1. ReLU is 1-Lipschitz, so f is a contraction in z whatever the weights and
-the fixed point z* = f(z*, u) exists and is unique. Nothing inside the loop uses batch
-statistics: BatchNorm lives in the injection, which is computed once per input.
+the fixed point z* = f(z*, u) exists and is unique.
+
+Nothing inside the loop uses batch statistics, and the injection's normalisation cannot depend
+on which path (action) group a sample falls in (``norm`` of :class:`FPIBlock`):
+
+- ``batch``: :class:`StraightStatsBatchNorm`, BatchNorm whose statistics come from the straight
+  pass only. In training mode the straight pass normalises with its batch's statistics and
+  every loop path of that batch reuses them; running statistics are updated by straight passes
+  only. (Plain BatchNorm recomputed per action group normalised samples with the statistics of
+  whatever 2-3 samples shared their action and mixed straight and looped inputs in its running
+  statistics: the straight path lost most of its accuracy; see docs/results.md.)
+- ``group``: GroupNorm, per sample, no batch statistics at all.
 
 - Straight through: one application from z = 0, i.e. relu(u), an ordinary conv-BN-ReLU layer.
 - Looping: iterate z <- f(z, u) from a warm start until the relative residual
@@ -130,8 +140,50 @@ class FixedPointResult:
     diverged: Tensor
 
 
+class StraightStatsBatchNorm(nn.BatchNorm2d):
+    """BatchNorm2d whose batch statistics are those of the straight pass, shared by all paths.
+
+    ``forward(x)`` (the straight pass) behaves as BatchNorm2d and, in training mode, remembers
+    the batch mean and variance it used (with their graph, so gradients flow as in BatchNorm).
+    ``forward(x, reuse_straight_stats=True)`` (a loop path recomputing this injection on a new
+    input) normalises with those remembered statistics in training mode and with the running
+    statistics in evaluation mode. A sample's result then depends on its batch only through
+    the straight pass, never on which other samples chose its action, and the running
+    statistics describe the straight inputs only, as at evaluation time.
+    """
+
+    def __init__(self, channels: int) -> None:
+        super().__init__(channels)
+        self._straight_stats: tuple[Tensor, Tensor] | None = None
+
+    def forward(self, x: Tensor, reuse_straight_stats: bool = False) -> Tensor:
+        if not self.training:
+            return super().forward(x)
+        if not reuse_straight_stats:
+            mean = x.mean(dim=(0, 2, 3))
+            var = x.var(dim=(0, 2, 3), unbiased=False)
+            self._straight_stats = (mean, var)
+            return super().forward(x)  # same normalisation, plus the running-statistics update
+        if self._straight_stats is None:
+            raise RuntimeError(
+                "a loop path ran in training mode before any straight pass: run "
+                "DynaLayNet.straight on the batch first (forward() does)"
+            )
+        mean, var = (t.view(1, -1, 1, 1) for t in self._straight_stats)
+        scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)
+        return (x - mean) * scale + self.bias.view(1, -1, 1, 1)
+
+
+NORMS = ("batch", "group")
+
+
+def group_count(channels: int, norm_groups: int) -> int:
+    """GroupNorm groups for ``channels``: the largest divisor of ``channels`` <= ``norm_groups``."""
+    return max(g for g in range(1, min(channels, norm_groups) + 1) if channels % g == 0)
+
+
 class FPIBlock(nn.Module):
-    """One FPI block: injection ``u = BN(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
+    """One FPI block: injection ``u = GN(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
 
     Args:
         in_channels: channels of the block input x.
@@ -139,6 +191,8 @@ class FPIBlock(nn.Module):
         in_size: side of the (square) input x; z has side ``out_size``.
         stride: stride of the injection conv (2 halves the resolution).
         contraction: bound gamma < 1 on the operator norm of W.
+        norm: the injection's normalisation, ``batch`` or ``group`` (module docstring).
+        norm_groups: GroupNorm groups of the injection (at most; see :func:`group_count`).
         backward_tol: relative tolerance of the implicit-backward solve.
         backward_max_iter: iteration cap of the implicit-backward solve.
     """
@@ -150,12 +204,20 @@ class FPIBlock(nn.Module):
         in_size: int,
         stride: int,
         contraction: float,
+        norm: str = "batch",
+        norm_groups: int = 8,
         backward_tol: float = 1e-6,
         backward_max_iter: int = 60,
     ) -> None:
         super().__init__()
         self.inject_conv = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
-        self.inject_norm = nn.BatchNorm2d(out_channels)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.inject_norm = (
+            StraightStatsBatchNorm(out_channels)
+            if norm == "batch"
+            else nn.GroupNorm(group_count(out_channels, norm_groups), out_channels)
+        )
         self.out_size = conv_output_size(in_size, kernel_size=3, stride=stride, padding=1)
         self.loop_conv = ContractiveConv2d(out_channels, self.out_size, contraction)
         #: FLOPs per sample of the injection conv and of one application of f (the W conv).
@@ -171,9 +233,16 @@ class FPIBlock(nn.Module):
             },
         )
 
-    def inject(self, x: Tensor) -> Tensor:
-        """Input injection u: (B, C_in, H_in, W_in) -> (B, C, H, W)."""
-        return self.inject_norm(self.inject_conv(x))
+    def inject(self, x: Tensor, straight: bool = True) -> Tensor:
+        """Input injection u: (B, C_in, H_in, W_in) -> (B, C, H, W).
+
+        ``straight=False`` when a loop path recomputes it on a looped input: BatchNorm then
+        reuses the straight pass's statistics (see :class:`StraightStatsBatchNorm`).
+        """
+        out = self.inject_conv(x)
+        if isinstance(self.inject_norm, StraightStatsBatchNorm):
+            return self.inject_norm(out, reuse_straight_stats=not straight)
+        return self.inject_norm(out)
 
     def f(self, z: Tensor, u: Tensor, weight: Tensor | None = None) -> Tensor:
         """The FPI map f(z, u) = relu(W * z + u); ``weight`` avoids re-normalising W per call."""
@@ -229,31 +298,56 @@ class FPIBlock(nn.Module):
     ) -> FixedPointResult:
         """Solve with TorchDEQ's ``anderson`` or ``broyden`` solver (the DEQ baseline).
 
-        The solver runs the whole batch until every sample converges; each sample is charged
-        the applications of f up to its own lowest residual (what it would cost alone).
+        TorchDEQ runs the whole batch until its slowest sample converges and returns each
+        sample's lowest-residual iterate, which would make a sample's result and cost depend on
+        the batch it is in. Its per-sample updates are independent, so we watch every
+        evaluation of f and keep, per sample, the first one whose relative residual is below
+        ``tol``: that value and that many evaluations are what the sample gets and is charged,
+        in any batch. Samples that never get there keep their last evaluation, at ``max_iter``.
         """
-        z, _, info = get_solver(solver)(
-            lambda z: self.f(z, u, weight), z_init, max_iter=max_iter, tol=tol, stop_mode="rel"
-        )
-        residual = info["rel_lowest"].to(u.dtype)
-        finite = torch.isfinite(z.flatten(1)).all(dim=1) & torch.isfinite(residual)
-        z = torch.where(finite.view(-1, 1, 1, 1), z, z_init)
-        return FixedPointResult(
-            z=z,
-            iterations=info["nstep"].long().clamp_min(1),
-            residual=torch.where(finite, residual, torch.inf),
-            diverged=~finite,
-        )
+        batch = u.shape[0]
+        z_out = z_init.detach().clone()
+        iterations = torch.full((batch,), max_iter, dtype=torch.long, device=u.device)
+        residual = torch.full((batch,), torch.inf, dtype=u.dtype, device=u.device)
+        done = torch.zeros(batch, dtype=torch.bool, device=u.device)
+        evaluations = 0
+
+        def watched(z: Tensor) -> Tensor:
+            nonlocal evaluations
+            evaluations += 1
+            z_next = self.f(z, u, weight)
+            if evaluations > max_iter:  # past the budget: nothing more is recorded
+                return z_next
+            step_size = (z_next - z).flatten(1).norm(dim=1)
+            relative = step_size / (z_next.flatten(1).norm(dim=1) + _EPS)
+            usable = torch.isfinite(z_next.flatten(1)).all(dim=1) & torch.isfinite(relative)
+            record = ~done & usable
+            z_out[record] = z_next[record]
+            residual[record] = relative[record].to(u.dtype)
+            iterations[record] = evaluations
+            done.logical_or_(record & (relative < tol))
+            return z_next
+
+        get_solver(solver)(watched, z_init, max_iter=max_iter, tol=tol, stop_mode="rel")
+        diverged = ~torch.isfinite(residual)
+        return FixedPointResult(z_out, iterations, residual, diverged)
 
     def loop(
-        self, u: Tensor, z_init: Tensor, tol: float, max_iter: int, solver: str = "fpi"
+        self,
+        u: Tensor,
+        z_init: Tensor,
+        tol: float,
+        max_iter: int,
+        solver: str = "fpi",
+        weight: Tensor | None = None,
     ) -> FixedPointResult:
         """Loop to the fixed point; when autograd is on, z carries the implicit gradient.
 
         Shapes: u (B, C, H, W), z_init (B, C, H, W) warm start. ``solver``: ``fpi`` (plain
         per-sample iteration, what DynaLay's actions run) or ``anderson``/``broyden``.
+        ``weight``: the loop conv's effective weight when the caller already has it.
         """
-        weight = self.loop_conv.effective_weight()
+        weight = self.loop_conv.effective_weight() if weight is None else weight
         if solver == "fpi":
             result = self.solve(u, z_init, weight, tol, max_iter)
         else:

@@ -15,7 +15,7 @@ import torch
 from torch import Tensor, nn
 
 from main_model.cost import linear_flops
-from main_model.fpi import FPIBlock
+from main_model.fpi import NORMS, FPIBlock
 
 SOLVERS = ("fpi", "anderson", "broyden")
 
@@ -31,6 +31,9 @@ class DynaLayConfig:
         widths: channels of each FPI block; its length is the number of blocks n.
         strides: stride of each block's injection conv (default: 1 for the first, 2 after).
         contraction: bound gamma < 1 on the operator norm of each block's loop conv W.
+        norm: normalisation of each block's injection: ``batch`` (BatchNorm with the straight
+            pass's statistics shared by every path) or ``group`` (GroupNorm, per sample).
+        norm_groups: GroupNorm groups (at most) when ``norm="group"``.
         tol: relative-residual tolerance that ends a loop.
         max_iter: most applications of f one loop may spend per block.
         backward_tol: relative tolerance of the implicit-backward adjoint solve.
@@ -43,6 +46,8 @@ class DynaLayConfig:
     widths: tuple[int, ...] = (64, 128, 256)
     strides: tuple[int, ...] | None = None
     contraction: float = 0.8
+    norm: str = "batch"
+    norm_groups: int = 8
     tol: float = 1e-3
     max_iter: int = 30
     backward_tol: float = 1e-6
@@ -59,6 +64,10 @@ class DynaLayConfig:
             problems.append(f"strides {self.strides} must have one entry per width {self.widths}")
         if not 0.0 < self.contraction < 1.0:
             problems.append(f"contraction must be in (0, 1), got {self.contraction}")
+        if self.norm not in NORMS:
+            problems.append(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.norm_groups < 1:
+            problems.append(f"norm_groups must be >= 1, got {self.norm_groups}")
         if self.max_iter < 1 or self.backward_max_iter < 1:
             problems.append("max_iter and backward_max_iter must be >= 1")
         if self.tol <= 0 or self.backward_tol <= 0:
@@ -173,6 +182,8 @@ class DynaLayNet(nn.Module):
                 size,
                 stride,
                 self.config.contraction,
+                norm=self.config.norm,
+                norm_groups=self.config.norm_groups,
                 backward_tol=self.config.backward_tol,
                 backward_max_iter=self.config.backward_max_iter,
             )
@@ -250,7 +261,17 @@ class DynaLayNet(nn.Module):
         no_iterations = torch.zeros(batch, n, dtype=torch.long, device=images.device)
         return StepOutput(state, flops, no_iterations, torch.zeros_like(no_iterations, dtype=bool))
 
-    def _run_loop_action(self, state: NetState, action: int, solver: str = "fpi") -> StepOutput:
+    def loop_weights(self) -> tuple[Tensor, ...]:
+        """Every block's contractive loop weight, computed once per :meth:`step`.
+
+        In training mode computing it advances the power iteration; doing it once per step
+        (not once per action group) keeps a sample's result independent of its group.
+        """
+        return tuple(block.loop_conv.effective_weight() for block in self.blocks)
+
+    def _run_loop_action(
+        self, state: NetState, action: int, weights: Sequence[Tensor], solver: str = "fpi"
+    ) -> StepOutput:
         """Loop blocks 1..action then straight through the rest, on a group sharing ``action``."""
         batch, n = state.batch_size, self.n_blocks
         device = state.logits.device
@@ -258,10 +279,10 @@ class DynaLayNet(nn.Module):
         iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
         for index, block in enumerate(self.blocks):
-            u = state.injection[0] if index == 0 else block.inject(z[-1])
+            u = state.injection[0] if index == 0 else block.inject(z[-1], straight=False)
             if index < action:
                 result = block.loop(
-                    u, state.z[index], self.config.tol, self.config.max_iter, solver
+                    u, state.z[index], self.config.tol, self.config.max_iter, solver, weights[index]
                 )
                 z.append(result.z)
                 iterations[:, index] = result.iterations
@@ -304,13 +325,13 @@ class DynaLayNet(nn.Module):
         iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
         new_state = None
-        for action in torch.unique(actions).tolist():
-            if action == 0:
-                continue  # NOP: nothing runs, the state stays as it is
+        loop_actions = [a for a in torch.unique(actions).tolist() if a != 0]
+        weights = self.loop_weights() if loop_actions else ()
+        for action in loop_actions:  # NOP rows: nothing runs, their state stays as it is
             index = torch.nonzero(actions == action).squeeze(1)
             if index.numel() == batch:  # one group: skip the gather/scatter
-                return self._run_loop_action(state, action, solver)
-            group = self._run_loop_action(state.select(index), action, solver)
+                return self._run_loop_action(state, action, weights, solver)
+            group = self._run_loop_action(state.select(index), action, weights, solver)
             new_state = (state.clone() if new_state is None else new_state).put_rows_(
                 index, group.state
             )
@@ -319,9 +340,11 @@ class DynaLayNet(nn.Module):
             diverged = diverged.index_copy(0, index, group.diverged)
         return StepOutput(state if new_state is None else new_state, flops, iterations, diverged)
 
-    def forward(self, images: Tensor, actions: Tensor | None = None) -> Tensor:
+    def forward(
+        self, images: Tensor, actions: Tensor | None = None, solver: str = "fpi"
+    ) -> Tensor:
         """Logits (B, K) after the straight pass and, if given, one action per sample."""
         output = self.straight(images)
         if actions is not None:
-            output = self.step(output.state, actions)
+            output = self.step(output.state, actions, solver)
         return output.state.logits

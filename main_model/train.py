@@ -1,12 +1,26 @@
 """Supervised training of the main model on chosen paths (PyTorch only).
 
-``train_epoch`` trains on batches where every sample carries an action (the path it takes):
-uniform over all paths for pre-training ("all paths", as the thesis's warm-up), or the paths
-an agent picks mixed with some uniform exploration in the alternating phase.
+A *recipe* says which path (action) each training sample takes and what the loss covers:
+
+- ``dynalay`` (default): every sample trains the straight path **and** one loop path drawn
+  uniformly from loop-1..n; loss = CE(straight) + CE(loop). The straight pass is computed
+  anyway (loops warm-start from it), so keeping its loss costs one extra head and backward
+  through layers that already ran, and the straight path gets the full gradient instead of a
+  1/(n+1) share.
+- ``uniform``: the previous recipe (and the thesis's warm-up read literally): one path per
+  sample drawn uniformly from NOP, loop-1..n; loss = CE(that path).
+- ``plain``: the straight path only: the same network trained as a plain CNN (the loop convs
+  get no gradient). The separately trained "3-layer CNN" baseline.
+- ``deq``: every block looped with TorchDEQ's Anderson solver and implicit backward, loss on
+  that path only. The separately trained "DEQ with solvers" baseline.
+
+In the alternating phase the agent chooses the paths (:func:`train_epoch` with an
+:data:`ActionChooser`), with the recipe's rule for the straight loss.
 """
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
@@ -20,23 +34,76 @@ from main_model.network import DynaLayNet
 ActionChooser = Callable[[Tensor, Tensor], Tensor]
 
 
-def uniform_actions(n_actions: int, generator: torch.Generator | None = None) -> ActionChooser:
-    """An :data:`ActionChooser` drawing every path (NOP and loop-1..n) uniformly."""
+@dataclass(frozen=True)
+class Recipe:
+    """How a main model is trained.
+
+    Attributes:
+        name: the recipe's key in :data:`RECIPES`.
+        low, high: training actions are drawn uniformly from ``low..high`` (``high=None`` = n).
+        train_straight: add CE of the straight pass to every sample's loss (the straight pass
+            runs anyway; a sample whose action is NOP then counts its straight loss once).
+        solver: ``fpi`` or TorchDEQ's ``anderson``/``broyden`` for the loops.
+        description: one line for tables.
+    """
+
+    name: str
+    low: int
+    high: int | None
+    train_straight: bool
+    solver: str = "fpi"
+    description: str = ""
+
+
+RECIPES: dict[str, Recipe] = {
+    "dynalay": Recipe("dynalay", 1, None, True, description="straight + uniform loop-1..n"),
+    "uniform": Recipe("uniform", 0, None, False, description="one uniform path of NOP..loop-n"),
+    "plain": Recipe("plain", 0, 0, True, description="straight path only (plain CNN)"),
+    "deq": Recipe("deq", -1, None, False, "anderson", "all blocks looped, Anderson (DEQ)"),
+}
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_actions(
+    recipe: Recipe, n_actions: int, generator: torch.Generator | None = None
+) -> ActionChooser:
+    """The :data:`ActionChooser` of ``recipe``: uniform over its action range (``-1`` = loop-n)."""
+    n_blocks = n_actions - 1
+    low = n_blocks if recipe.low < 0 else recipe.low
+    high = n_blocks if recipe.high is None else recipe.high
 
     def choose(images: Tensor, labels: Tensor) -> Tensor:
-        draws = torch.randint(0, n_actions, (images.shape[0],), generator=generator)
+        draws = torch.randint(low, high + 1, (images.shape[0],), generator=generator)
         return draws.to(images.device)
 
     return choose
 
 
+def uniform_actions(n_actions: int, generator: torch.Generator | None = None) -> ActionChooser:
+    """An :data:`ActionChooser` drawing every path (NOP and loop-1..n) uniformly."""
+    return recipe_actions(RECIPES["uniform"], n_actions, generator)
+
+
 @dataclass
 class EpochStats:
-    """Mean loss and accuracy of one epoch, overall and per path (action)."""
+    """Mean loss and accuracy of one epoch, overall and per path (action), and its timing.
+
+    ``loss``/``accuracy`` are those of each sample's chosen path; ``straight_accuracy`` is the
+    straight pass's on the same samples. ``seconds`` is the epoch's wall time, of which
+    ``backward_seconds`` was spent in ``loss.backward()``.
+    """
 
     loss: float = 0.0
     accuracy: float = 0.0
+    straight_accuracy: float = 0.0
     samples: int = 0
+    seconds: float = 0.0
+    backward_seconds: float = 0.0
     loss_per_action: dict[int, float] = field(default_factory=dict)
     accuracy_per_action: dict[int, float] = field(default_factory=dict)
     samples_per_action: dict[int, int] = field(default_factory=dict)
@@ -47,12 +114,14 @@ class _Accumulator:
         self.loss = torch.zeros(n_actions, dtype=torch.float64)
         self.correct = torch.zeros(n_actions, dtype=torch.float64)
         self.count = torch.zeros(n_actions, dtype=torch.float64)
+        self.straight_correct = 0.0
 
-    def add(self, losses: Tensor, correct: Tensor, actions: Tensor) -> None:
+    def add(self, losses: Tensor, correct: Tensor, actions: Tensor, straight_correct: Tensor):
         actions = actions.cpu()
         self.loss.index_add_(0, actions, losses.detach().double().cpu())
         self.correct.index_add_(0, actions, correct.double().cpu())
         self.count.index_add_(0, actions, torch.ones_like(actions, dtype=torch.float64))
+        self.straight_correct += float(straight_correct.sum())
 
     def stats(self) -> EpochStats:
         total = float(self.count.sum())
@@ -60,11 +129,17 @@ class _Accumulator:
         return EpochStats(
             loss=float(self.loss.sum()) / max(total, 1.0),
             accuracy=float(self.correct.sum()) / max(total, 1.0),
+            straight_accuracy=self.straight_correct / max(total, 1.0),
             samples=int(total),
             loss_per_action={a: float(self.loss[a] / self.count[a]) for a in seen},
             accuracy_per_action={a: float(self.correct[a] / self.count[a]) for a in seen},
             samples_per_action={a: int(self.count[a]) for a in seen},
         )
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
 
 
 def train_epoch(
@@ -73,44 +148,148 @@ def train_epoch(
     batches: Iterable[tuple[Tensor, Tensor]],
     choose_actions: ActionChooser,
     on_batch: Callable[[float], None] | None = None,
+    *,
+    train_straight: bool = True,
+    solver: str = "fpi",
+    scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
 ) -> EpochStats:
     """One pass over ``batches`` of (images (B, C, H, W), labels (B,)); cross-entropy loss.
 
     Each sample runs the straight pass then its chosen action; gradients through looped
-    blocks are implicit (see :class:`main_model.fpi.FPIBlock`). ``on_batch(loss)`` is called
-    after every optimiser step (progress bars).
+    blocks are implicit (see :class:`main_model.fpi.FPIBlock`). ``train_straight`` adds the
+    straight pass's CE for every sample (see the module docstring). ``scheduler`` steps after
+    every optimiser step. ``on_batch(loss)`` is called after every step (progress bars).
     """
     model.train()
     totals = _Accumulator(model.n_actions)
+    started, backward_seconds = time.perf_counter(), 0.0
     for images, labels in batches:
         with torch.no_grad():
             actions = choose_actions(images, labels).to(images.device)
-        logits = model(images, actions)
-        losses = F.cross_entropy(logits, labels, reduction="none")
+        straight = model.straight(images)
+        logits = model.step(straight.state, actions, solver).state.logits
+        path_losses = F.cross_entropy(logits, labels, reduction="none")
+        if train_straight:
+            straight_losses = F.cross_entropy(straight.state.logits, labels, reduction="none")
+            loss = (straight_losses + path_losses * (actions != 0)).mean()
+        else:
+            loss = path_losses.mean()
         optimizer.zero_grad(set_to_none=True)
-        losses.mean().backward()
+        _synchronize(images.device)
+        backward_started = time.perf_counter()
+        loss.backward()
+        _synchronize(images.device)
+        backward_seconds += time.perf_counter() - backward_started
         optimizer.step()
-        totals.add(losses, logits.argmax(dim=1) == labels, actions)
+        if scheduler is not None:
+            scheduler.step()
+        with torch.no_grad():
+            straight_correct = straight.state.logits.argmax(dim=1) == labels
+        totals.add(path_losses, logits.argmax(dim=1) == labels, actions, straight_correct)
         if on_batch is not None:
-            on_batch(float(losses.detach().mean()))
+            on_batch(float(loss.detach()))
     model.eval()
-    return totals.stats()
+    stats = totals.stats()
+    stats.seconds = time.perf_counter() - started
+    stats.backward_seconds = backward_seconds
+    return stats
+
+
+def fit(
+    model: DynaLayNet,
+    epoch_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
+    *,
+    epochs: int,
+    batches_per_epoch: int,
+    recipe: str | Recipe = "dynalay",
+    learning_rate: float = 1e-3,
+    weight_decay: float = 0.0,
+    schedule: str = "cosine",
+    seed: int = 0,
+    on_batch: Callable[[float], None] | None = None,
+    on_epoch: Callable[[int, EpochStats], None] | None = None,
+) -> list[EpochStats]:
+    """Train ``model`` from scratch with ``recipe`` (Adam(W)); returns one :class:`EpochStats`
+    per epoch.
+
+    Args:
+        epoch_batches: ``epoch -> batches`` of (images, labels) for that epoch (1-based).
+        batches_per_epoch: for the learning-rate schedule.
+        schedule: ``cosine`` (decay to 0 over all steps) or ``constant``.
+        seed: seeds the recipe's path draws.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    if schedule not in ("cosine", "constant"):
+        raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    optimizer = torch.optim.AdamW(
+        model.parameters(), lr=learning_rate, weight_decay=weight_decay
+    )
+    scheduler = (
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches_per_epoch)
+        if schedule == "cosine"
+        else None
+    )
+    choose = recipe_actions(recipe, model.n_actions, torch.Generator().manual_seed(seed))
+    history = []
+    for epoch in range(1, epochs + 1):
+        stats = train_epoch(
+            model,
+            optimizer,
+            epoch_batches(epoch),
+            choose,
+            on_batch,
+            train_straight=recipe.train_straight,
+            solver=recipe.solver,
+            scheduler=scheduler,
+        )
+        history.append(stats)
+        if on_epoch is not None:
+            on_epoch(epoch, stats)
+    return history
 
 
 @torch.no_grad()
 def evaluate_paths(model: DynaLayNet, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[int, float]:
     """Accuracy of every static path (0 = NOP .. n = loop all) on ``batches``."""
+    return {a: s["accuracy"] for a, s in path_statistics(model, batches).items()}
+
+
+@torch.no_grad()
+def path_statistics(
+    model: DynaLayNet, batches: Iterable[tuple[Tensor, Tensor]], solver: str = "fpi"
+) -> dict[int, dict[str, float]]:
+    """Per static path (0 = NOP .. n = loop all): accuracy, mean CE loss and mean FLOPs per
+    sample (the straight pass included), and mean loop iterations per looped block."""
     model.eval()
-    correct = torch.zeros(model.n_actions, dtype=torch.float64)
+    n = model.n_actions
+    correct = torch.zeros(n, dtype=torch.float64)
+    loss = torch.zeros(n, dtype=torch.float64)
+    flops = torch.zeros(n, dtype=torch.float64)
+    iterations = torch.zeros(n, dtype=torch.float64)
     total = 0
     for images, labels in batches:
-        state = model.straight(images).state
-        for action in range(model.n_actions):
-            if action == 0:
-                logits = state.logits
-            else:
+        straight = model.straight(images)
+        for action in range(n):
+            output = straight
+            if action > 0:
                 actions = torch.full((images.shape[0],), action, device=images.device)
-                logits = model.step(state, actions).state.logits
+                output = model.step(straight.state, actions, solver)
+                flops[action] += float(output.flops.sum())
+                iterations[action] += float(output.iterations[:, :action].double().mean(1).sum())
+            logits = output.state.logits
+            flops[action] += float(straight.flops.sum())
             correct[action] += float((logits.argmax(dim=1) == labels).sum())
+            loss[action] += float(F.cross_entropy(logits, labels, reduction="sum"))
         total += images.shape[0]
-    return {action: float(correct[action]) / max(total, 1) for action in range(model.n_actions)}
+    total = max(total, 1)
+    return {
+        action: {
+            "accuracy": float(correct[action]) / total,
+            "loss": float(loss[action]) / total,
+            "flops": float(flops[action]) / total,
+            "iterations": float(iterations[action]) / total,
+        }
+        for action in range(n)
+    }

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import math
 from pathlib import Path
 
@@ -29,9 +30,13 @@ def make_net(config: DynaLayConfig = TINY, seed: int = 0, weight_scale: float = 
     with torch.no_grad():
         for block in net.blocks:
             block.loop_conv.weight.mul_(weight_scale)
-            # Non-trivial BatchNorm statistics so eval mode is not the identity.
-            block.inject_norm.running_mean.uniform_(-0.2, 0.2)
-            block.inject_norm.running_var.uniform_(0.5, 1.5)
+            norm = block.inject_norm
+            norm.weight.uniform_(0.5, 1.5)
+            norm.bias.uniform_(-0.2, 0.2)
+            if isinstance(norm, nn.BatchNorm2d):
+                # Non-trivial running statistics so eval mode is not the identity.
+                norm.running_mean.uniform_(-0.2, 0.2)
+                norm.running_var.uniform_(0.5, 1.5)
     return net.eval()
 
 
@@ -234,6 +239,72 @@ def test_mixed_action_batch_equals_each_sample_alone():
             assert torch.equal(batched.iterations[i], alone.iterations[0])
             for z_batched, z_alone in zip(batched.state.z, alone.state.z, strict=True):
                 assert torch.allclose(z_batched[i], z_alone[0], atol=1e-5)
+
+
+@pytest.mark.parametrize("norm", ["batch", "group"])
+def test_train_mode_mixed_action_batch_gives_each_sample_its_own_result(norm):
+    """In training mode too, a sample's result does not depend on who shares its action.
+
+    GroupNorm needs no batch statistics: each sample equals itself run alone. BatchNorm uses
+    the straight pass's batch statistics on every path: each sample equals itself in the same
+    batch with every sample taking its action (the group composition does not matter).
+    """
+    config = DynaLayConfig(**{**TINY.to_dict(), "norm": norm})
+    net = make_net(config, weight_scale=5.0).train()
+    images = images_for(config, 8)
+    actions = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
+
+    def run(rows: slice, batch_actions: torch.Tensor):
+        trial = copy.deepcopy(net)  # the power iteration advances in training mode
+        with torch.no_grad():
+            return trial.step(trial.straight(images[rows]).state, batch_actions)
+
+    mixed = run(slice(None), actions)
+    for i in range(8):
+        if norm == "group":
+            reference, row = run(slice(i, i + 1), actions[i : i + 1]), 0
+        else:
+            reference, row = run(slice(None), torch.full((8,), int(actions[i]))), i
+        assert torch.allclose(mixed.state.logits[i], reference.state.logits[row], atol=1e-5)
+        assert torch.equal(mixed.iterations[i], reference.iterations[row])
+        for z_mixed, z_reference in zip(mixed.state.z, reference.state.z, strict=True):
+            assert torch.allclose(z_mixed[i], z_reference[row], atol=1e-5)
+
+
+def test_batchnorm_running_statistics_see_only_straight_inputs():
+    net = make_net(weight_scale=5.0).train()
+    images = images_for(TINY, 8)
+    straight_only, mixed = copy.deepcopy(net), copy.deepcopy(net)
+    straight_only(images)
+    mixed(images, torch.tensor([0, 1, 2, 3, 3, 2, 1, 0]))
+    for block_a, block_b in zip(straight_only.blocks, mixed.blocks, strict=True):
+        assert torch.equal(block_a.inject_norm.running_mean, block_b.inject_norm.running_mean)
+        assert torch.equal(block_a.inject_norm.running_var, block_b.inject_norm.running_var)
+        assert block_a.inject_norm.num_batches_tracked == 1
+
+
+def test_train_mode_loop_without_a_straight_pass_is_refused():
+    net = make_net(weight_scale=5.0)
+    with torch.no_grad():
+        state = net.straight(images_for(TINY, 2)).state
+    fresh = DynaLayNet(TINY).train()
+    with pytest.raises(RuntimeError, match="before any straight pass"):
+        fresh.step(state, torch.tensor([2, 2]))
+
+
+@pytest.mark.parametrize("solver", ["anderson", "broyden"])
+def test_deq_cost_and_result_of_a_sample_do_not_depend_on_its_batch(solver):
+    net = make_net(weight_scale=5.0)
+    images = images_for(TINY, 6)
+    with torch.no_grad():
+        batched = net.step(net.straight(images).state, torch.full((6,), 3), solver=solver)
+        for i in range(6):
+            alone = net.step(net.straight(images[i : i + 1]).state, torch.tensor([3]), solver=solver)
+            assert torch.equal(batched.iterations[i], alone.iterations[0])
+            assert batched.flops[i] == alone.flops[0]
+            assert torch.allclose(batched.state.logits[i], alone.state.logits[0], atol=1e-5)
+    # The batch as a whole needs more solver steps than its fastest sample: costs differ.
+    assert batched.iterations[:, 0].unique().numel() > 1
 
 
 def test_flops_are_ordered_by_action():
