@@ -4,6 +4,7 @@
     python run_rl.py --resume runs/DynaLay-CIFAR10-v0_ppo_s0_20261123-120000
     python run_rl.py eval RUN_DIR            # agent vs baselines: results.md/.json + plots
     python run_rl.py sweep --betas 0.03 0.1 0.3 1 [training flags]   # Pareto over beta
+    python run_rl.py table --seeds 0 1 2 [budget flags]   # vs separately trained baselines
 
 The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
 summary. Bad flags exit with code 2 and a message that says what to change.
@@ -22,6 +23,8 @@ import yaml
 from agents.config import HYPERPARAMS_FILE, TrainConfig
 from agents.trainer import ALGORITHMS, AlternatingTrainer
 from dynalay_env import ENV_IDS, DataNotFoundError
+from dynalay_env.data import SplitOverlapError
+from main_model.train import RECIPES
 
 DEFAULTS = TrainConfig()
 
@@ -52,15 +55,28 @@ def build_parser() -> argparse.ArgumentParser:
         prog="run_rl.py",
         description="Train a DynaLay agent: pre-train the main model, then alternate RL "
         "(Stable-Baselines3 on the batched env) and supervised phases.",
-        epilog="Sub-commands: 'run_rl.py eval RUN_DIR' (agent vs baselines on the test split) and "
-        "'run_rl.py sweep --betas B [B ...] [flags above]' (one agent per beta, Pareto plots); "
-        "each has its own --help.",
+        epilog="Sub-commands: 'run_rl.py eval RUN_DIR' (agent vs baselines on the test split), "
+        "'run_rl.py sweep --betas B [B ...] [flags above]' (one agent per beta, Pareto plots) and "
+        "'run_rl.py table' (DynaLay vs separately trained baselines over seeds); each has its "
+        "own --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
     add("--algo", default=DEFAULTS.algo, choices=sorted(ALGORITHMS), help="SB3 algorithm")
     add("--env", default=DEFAULTS.env, help=f"env id, one of {sorted(ENV_IDS.values())}")
-    add("--seed", type=int, default=DEFAULTS.seed, help="seed of data split, model and agent")
+    add("--seed", type=int, default=DEFAULTS.seed, help="seed of the model and the agent")
+    add(
+        "--data-seed",
+        type=int,
+        default=DEFAULTS.data_seed,
+        help="seed of the holdout (and --train-size subset) carved out of the training set",
+    )
+    add(
+        "--recipe",
+        default=DEFAULTS.recipe,
+        choices=sorted(RECIPES),
+        help="main-model training recipe (main_model/train.py)",
+    )
     add("--device", default=DEFAULTS.device, help="auto (GPU when there is one), cpu, cuda")
     add("--num-envs", type=positive_int, default=DEFAULTS.num_envs, help="batched env slots")
     add(
@@ -130,6 +146,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         algo=args.algo,
         env=args.env,
         seed=args.seed,
+        data_seed=args.data_seed,
+        recipe=args.recipe,
         device=args.device,
         num_envs=args.num_envs,
         total_timesteps=args.total_timesteps,
@@ -250,17 +268,80 @@ def sweep_main(argv: list[str]) -> int:
     return 0
 
 
+def table_main(argv: list[str]) -> int:
+    from agents.tradeoff import TableConfig, TableConfigMismatch, run_table
+
+    table_defaults = TableConfig()
+    parser = argparse.ArgumentParser(
+        prog="run_rl.py table",
+        description="DynaLay against separately trained baselines (plain CNN, wider plain CNNs, "
+        "DEQ with Anderson) at equal training budget, over several seeds: tradeoff.md/.json and "
+        "tradeoff.png in --out, every model and agent checkpoint beside them. Resumable: a rerun "
+        "with the same flags skips what finished.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    add = parser.add_argument
+    add("--env", default=table_defaults.env, help=f"one of {sorted(ENV_IDS.values())}")
+    add("--seeds", type=int, nargs="+", default=list(table_defaults.seeds))
+    add("--epochs", type=positive_int, default=table_defaults.epochs)
+    add("--train-size", type=positive_int, default=table_defaults.train_size)
+    add("--widths", type=positive_int, nargs="+", default=list(table_defaults.widths))
+    add("--batch-size", type=positive_int, default=table_defaults.batch_size)
+    add("--lr", type=float, default=table_defaults.learning_rate, help="Adam peak rate, all models")
+    add("--betas", type=non_negative_float, nargs="+", default=list(table_defaults.betas))
+    add("--total-timesteps", type=positive_int, default=table_defaults.total_timesteps)
+    add("--num-envs", type=positive_int, default=table_defaults.num_envs)
+    add("--holdout-size", type=positive_int, default=table_defaults.holdout_size)
+    add("--data-seed", type=int, default=table_defaults.data_seed)
+    add("--eval-size", type=positive_int, default=None, help="test images (default: all)")
+    add("--data-dir", default=None)
+    add("--device", default=table_defaults.device)
+    add("--out", default=table_defaults.out, help="results directory")
+    args = parser.parse_args(argv)
+    if args.env not in ENV_IDS.values():
+        parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
+    config = TableConfig(
+        env=args.env,
+        seeds=tuple(args.seeds),
+        epochs=args.epochs,
+        train_size=args.train_size,
+        widths=tuple(args.widths),
+        batch_size=args.batch_size,
+        learning_rate=args.lr,
+        betas=tuple(sorted(args.betas)),
+        total_timesteps=args.total_timesteps,
+        num_envs=args.num_envs,
+        holdout_size=args.holdout_size,
+        data_seed=args.data_seed,
+        eval_size=args.eval_size,
+        data_dir=args.data_dir,
+        device=args.device,
+        out=args.out,
+    )
+    try:
+        run_table(config)
+    except TableConfigMismatch as error:
+        parser.error(str(error))
+    except DataNotFoundError as error:
+        print(f"run_rl.py: {error}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "tradeoff.md").read_text())
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] == ["eval"]:
         return eval_main(argv[1:])
     if argv[:1] == ["sweep"]:
         return sweep_main(argv[1:])
+    if argv[:1] == ["table"]:
+        return table_main(argv[1:])
     config, run_dir = prepare(argv)
     try:
         trainer = AlternatingTrainer(config, run_dir)
         summary = trainer.run()
-    except DataNotFoundError as error:
+    except (DataNotFoundError, SplitOverlapError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

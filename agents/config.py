@@ -22,12 +22,14 @@ class TrainConfig:
 
     algo: str = "ppo"
     env: str = "DynaLay-CIFAR10-v0"
-    seed: int = 0
+    seed: int = 0  # model initialisation, path draws, agent
+    data_seed: int = 0  # which training images form the holdout (and the train_size subset)
     device: str = "auto"
     num_envs: int = 64
     total_timesteps: int = 50_000
     rounds: int = 3
     pretrain_epochs: int = 20  # thesis: 20 warm-up epochs on all paths
+    recipe: str = "dynalay"  # main-model training recipe (main_model.train.RECIPES)
     supervised_epochs: int = 1
     exploration: float = 0.2  # share of uniformly random paths in supervised phases
     alpha: float = 0.5  # thesis
@@ -35,7 +37,7 @@ class TrainConfig:
     gamma_loss: float = 0.2  # thesis: L = CE - gamma * R
     max_steps: int = 1  # 1 = the thesis's one-shot choice
     batch_size: int = 64  # thesis
-    learning_rate: float = 1e-3  # Adam, main model
+    learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
     widths: tuple[int, ...] = (64, 128, 256)  # thesis
     holdout_size: int = 5000
     train_size: int | None = None

@@ -18,8 +18,10 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from dynalay_env.core import DynaLayCore
+from main_model.train import path_statistics
 
 #: Maps (B, D) observations to (B,) actions.
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -210,16 +212,34 @@ def make_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
     )
 
 
+def best_loop_on(model, split, batch_size: int = 500) -> int:
+    """The most accurate static loop path (1..n) of ``model`` on ``split`` (use the holdout)."""
+    rows = torch.arange(len(split), device=split.device)
+    batches = (
+        (split.normalized(rows[i : i + batch_size]), split.labels[rows[i : i + batch_size]])
+        for i in range(0, len(split), batch_size)
+    )
+    loops = range(1, model.n_actions)
+    stats = path_statistics(model, batches, actions=loops)
+    return max(loops, key=lambda action: stats[action]["accuracy"])
+
+
 def evaluate_all(
     base: DynaLayCore,
     agent_policies: dict[str, Policy],
     episodes: int,
     taus: list[float],
-    deq_solver: str = "anderson",
+    threshold_loop: int,
+    deq_solver: str | None = "anderson",
     seed: int = 0,
     progress: Callable[[str], None] | None = None,
 ) -> list[PolicyResult]:
-    """Evaluate the agent(s) and every baseline on ``episodes`` samples of ``base``'s split."""
+    """Evaluate the agent(s) and every baseline on ``episodes`` samples of ``base``'s split.
+
+    ``threshold_loop``: the loop the threshold policy's uncertain samples take, chosen on the
+    holdout (:func:`best_loop_on`), never on the split evaluated here. ``deq_solver``: also
+    run loop-all with that TorchDEQ solver on this model (``None``: skip).
+    """
     say = progress or (lambda _: None)
     results: list[PolicyResult] = []
 
@@ -235,12 +255,12 @@ def evaluate_all(
         run("static NOP (plain CNN)" if k == 0 else f"static loop-{k}", static_policy(k))
         for k in range(n_actions)
     ]
-    run(f"DEQ ({deq_solver}, all blocks)", static_policy(n_actions - 1), solver=deq_solver)
+    if deq_solver is not None:
+        run(f"loop-all with {deq_solver}", static_policy(n_actions - 1), solver=deq_solver)
     run("random", random_policy(n_actions, seed))
-    best_loop = 1 + int(np.argmax([r.accuracy for r in statics[1:]]))
     for tau in taus:
-        policy = threshold_policy(base.observation_layout, tau, best_loop)
-        run(f"threshold tau={tau:g} (loop-{best_loop})", policy, parameter=tau)
+        policy = threshold_policy(base.observation_layout, tau, threshold_loop)
+        run(f"threshold tau={tau:g} (loop-{threshold_loop})", policy, parameter=tau)
     results.append(oracle_result(statics))
     for name, policy in agent_policies.items():
         run(name, policy)

@@ -17,7 +17,7 @@ import yaml
 from stable_baselines3.common.vec_env import VecNormalize
 
 from agents.config import TrainConfig
-from agents.evaluate import PolicyResult, evaluate_all, sequential_core
+from agents.evaluate import PolicyResult, best_loop_on, evaluate_all, sequential_core
 from agents.report import (
     plot_action_frequencies,
     plot_beta_sweep,
@@ -45,11 +45,16 @@ def _say(message: str) -> None:
 
 
 def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None):
+    """The run's main model over the test split, and its best loop path on the holdout."""
     model, _ = load_main_model(Path(run_dir) / "checkpoints" / "main_model.pt", device)
     splits = load_splits(
-        dataset_of(config.env), config.data_dir, config.holdout_size, config.seed, config.download
+        dataset_of(config.env),
+        config.data_dir,
+        config.holdout_size,
+        config.data_seed,
+        config.download,
     )
-    return sequential_core(
+    core, episodes = sequential_core(
         model,
         splits["test"],
         alpha=config.alpha,
@@ -58,6 +63,7 @@ def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None
         device=device,
         episodes=eval_size,
     )
+    return core, episodes, best_loop_on(model, splits["holdout"].to(device))
 
 
 def _agent_policy(run_dir: Path, algo: str, device):
@@ -86,13 +92,13 @@ def evaluate_run(
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
     resolved = resolve_device(device)
-    core, episodes = _test_core(config, run_dir, resolved, eval_size)
+    core, episodes, threshold_loop = _test_core(config, run_dir, resolved, eval_size)
     agent = {
         f"agent ({config.algo}, beta={config.beta:g})": _agent_policy(
             run_dir, config.algo, resolved
         )
     }
-    results = evaluate_all(core, agent, episodes, list(taus), progress=_say)
+    results = evaluate_all(core, agent, episodes, list(taus), threshold_loop, progress=_say)
     extra = {"run_dir": str(run_dir), "env": config.env, "split": "test", "episodes": episodes}
     write_results(run_dir, results, f"DynaLay on {config.env}: agent vs baselines", extra)
     plot_pareto(results, run_dir / "pareto.png")
@@ -131,11 +137,11 @@ def beta_sweep(
 
     resolved = resolve_device(base.device)
     first = run_dirs[betas[0]]
-    core, episodes = _test_core(load_run_config(first), first, resolved, eval_size)
+    core, episodes, threshold_loop = _test_core(load_run_config(first), first, resolved, eval_size)
     agents = {
         f"agent beta={beta:g}": _agent_policy(run_dirs[beta], base.algo, resolved) for beta in betas
     }
-    results = evaluate_all(core, agents, episodes, list(taus), progress=_say)
+    results = evaluate_all(core, agents, episodes, list(taus), threshold_loop, progress=_say)
     agent_results = [r for r in results if r.name.startswith("agent beta=")]
     for result, beta in zip(agent_results, betas, strict=True):
         result.parameter = beta

@@ -11,7 +11,7 @@ from typing import Any
 
 
 def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
-    """Call ``write(temporary_path)``, then move the result onto ``path`` in one step.
+    """Call ``write(temporary_path)``, fsync it, then move it onto ``path`` in one step.
 
     The temporary file keeps ``path``'s suffix (SB3 and matplotlib pick formats by it); on any
     failure it is removed and ``path`` is left as it was.
@@ -22,6 +22,8 @@ def atomic_write(path: Path, write: Callable[[str], Any]) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        with open(tmp, "rb+") as handle:  # durable before it becomes visible under its name
+            os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

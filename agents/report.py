@@ -105,7 +105,8 @@ def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
             color="tab:gray",
             label="confidence threshold (tau sweep)",
         )
-    styles = {"static": ("s", "tab:blue"), "DEQ": ("D", "tab:purple"), "random": ("x", "black")}
+    styles = {"static": ("s", "tab:blue"), "loop-all with": ("D", "tab:purple")}
+    styles.update(random=("x", "black"))
     styles.update(oracle=("*", "tab:green"), agent=("P", "tab:red"))
     seen: set[str] = set()
     for r in results:

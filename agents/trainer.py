@@ -3,7 +3,9 @@
 Phases, in order: ``pretrain``, then for each round r: ``round<r>/rl`` (the SB3 agent learns on
 the batched env over the holdout split; the main model is frozen, BatchNorm in eval mode) and
 ``round<r>/supervised`` (the main model trains on the train split along the paths the current
-agent picks, with a share ``exploration`` of uniformly random paths so no path is forgotten).
+agent picks, with a share ``exploration`` of uniformly random paths so no path is forgotten),
+then ``final/rl``: the agent adapts to the main model the last supervised phase left, so the
+agent that is evaluated and saved has acted on exactly the model saved beside it.
 
 Run directory::
 
@@ -45,7 +47,8 @@ from dynalay_env.core import first_observation
 from dynalay_env.data import get_spec, load_splits
 from dynalay_env.models import config_for, iterate_batches, pretrain_main_model, resolve_device
 from main_model import DynaLayNet, load_main_model, save_main_model
-from main_model.train import train_epoch
+from main_model.checkpoint import state_digest
+from main_model.train import get_recipe, train_epoch
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 NORMALIZE_FILE = "vecnormalize.pkl"
@@ -73,6 +76,8 @@ class AlternatingTrainer:
         self.phases = ["pretrain"] + [
             f"round{r}/{kind}" for r in range(1, config.rounds + 1) for kind in kinds
         ]
+        if config.supervised_epochs > 0:
+            self.phases.append("final/rl")
         self.algo_kwargs = {
             **algo_hyperparams(config.algo, config.env, config.conf),
             **config.algo_kwargs,
@@ -85,11 +90,12 @@ class AlternatingTrainer:
         self.obs_normalizer: VecNormalize | None = None
         self.core = None
         self.progress_file = self.run_dir / "progress.json"
-        self.completed: list[str] = (
-            json.loads(self.progress_file.read_text())["completed"]
-            if self.progress_file.is_file()
-            else []
+        progress = (
+            json.loads(self.progress_file.read_text()) if self.progress_file.is_file() else {}
         )
+        self.completed: list[str] = progress.get("completed", [])
+        #: state_digest of the main model the agent last learned on (None before any RL phase).
+        self.agent_model_digest: str | None = progress.get("agent_model_digest")
         self._setup_logging()
         self._write_config()
         self.splits = self._load_data()
@@ -113,11 +119,11 @@ class AlternatingTrainer:
     def _load_data(self):
         config = self.config
         splits = load_splits(
-            self.dataset, config.data_dir, config.holdout_size, config.seed, config.download
+            self.dataset, config.data_dir, config.holdout_size, config.data_seed, config.download
         )
         if config.train_size is not None and config.train_size < len(splits["train"]):
             rows = torch.randperm(
-                len(splits["train"]), generator=torch.Generator().manual_seed(config.seed)
+                len(splits["train"]), generator=torch.Generator().manual_seed(config.data_seed)
             )
             splits["train"] = splits["train"].subset(rows[: config.train_size])
         return {name: split.to(self.device) for name, split in splits.items()}
@@ -214,6 +220,7 @@ class AlternatingTrainer:
                 config=config_for(get_spec(self.dataset), config.widths),
                 batch_size=config.batch_size,
                 learning_rate=config.learning_rate,
+                recipe=config.recipe,
                 seed=config.seed,
                 device=self.device,
                 eval_split=self.splits["test"],
@@ -243,6 +250,7 @@ class AlternatingTrainer:
         )
         rewards = [e["r"] for e in self.agent.ep_info_buffer] if self.agent.ep_info_buffer else []
         self.last_rl_reward = float(np.mean(rewards)) if rewards else 0.0
+        self.agent_model_digest = state_digest(self.model)
 
     def _agent_actions(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The agent's first decision on each image, with uniform exploration mixed in."""
@@ -257,15 +265,26 @@ class AlternatingTrainer:
     def _supervised_phase(self, round_index: int) -> None:
         config = self.config
         self.model.requires_grad_(True)
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate)
+        # The pre-training's cosine schedule ended near zero: fine-tune from a tenth of its
+        # peak rate, decayed over the phase, rather than jolting the model at the peak rate.
+        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate / 10)
+        total = -(-len(self.splits["train"]) // config.batch_size)
+        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
+            optimizer, total * config.supervised_epochs
+        )
         generator = torch.Generator().manual_seed(config.seed * 1000 + round_index)
         logger = self.agent.logger
         for epoch in range(config.supervised_epochs):
             batches = iterate_batches(self.splits["train"], config.batch_size, generator)
-            total = -(-len(self.splits["train"]) // config.batch_size)
             with tqdm(total=total, desc=f"supervised round {round_index} epoch {epoch + 1}") as bar:
                 stats = train_epoch(
-                    self.model, optimizer, batches, self._agent_actions, lambda _: bar.update(1)
+                    self.model,
+                    optimizer,
+                    batches,
+                    self._agent_actions,
+                    lambda _: bar.update(1),
+                    train_straight=get_recipe(config.recipe).train_straight,
+                    scheduler=scheduler,
                 )
             logger.record("supervised/loss", stats.loss)
             logger.record("supervised/accuracy", stats.accuracy)
@@ -288,7 +307,10 @@ class AlternatingTrainer:
         if self.obs_normalizer is not None:
             atomic_write(self.checkpoints / NORMALIZE_FILE, self.obs_normalizer.save)
         self.completed.append(phase)
-        write_json_atomic({"completed": self.completed}, self.progress_file)
+        write_json_atomic(
+            {"completed": self.completed, "agent_model_digest": self.agent_model_digest},
+            self.progress_file,
+        )
 
     # ----- summary ----------------------------------------------------------------------------
     def _summarise(self) -> dict[str, Any]:
@@ -306,6 +328,13 @@ class AlternatingTrainer:
             return self.agent.predict(self.normalized(observations), deterministic=True)[0]
 
         result: PolicyResult = run_policy(core, policy, episodes, "agent")
-        summary = {"run_dir": str(self.run_dir), "phases": self.completed, **result.to_json()}
+        summary = {
+            "run_dir": str(self.run_dir),
+            "phases": self.completed,
+            # Equal digests: the evaluated agent learned on exactly the evaluated main model.
+            "main_model_digest": state_digest(self.model),
+            "agent_model_digest": self.agent_model_digest,
+            **result.to_json(),
+        }
         write_json_atomic(summary, self.run_dir / "summary.json")
         return summary

@@ -6,7 +6,7 @@ import os
 from collections.abc import Mapping
 
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import SPLITS, ImageSplit, get_spec, load_splits
+from dynalay_env.data import SPLITS, ImageSplit, check_holdout_unseen, get_spec, load_splits
 from dynalay_env.models import DEFAULT_WIDTHS, obtain_main_model, resolve_device
 from main_model import DynaLayNet
 
@@ -46,6 +46,7 @@ def build_core(
         data_dir: where to look first for the dataset files.
         download: let torchvision download the dataset when no copy is found.
         holdout_size, data_seed: size and seed of the holdout carved out of the training set.
+            A main model that trained on any holdout image is refused (SplitOverlapError).
         alpha, beta: reward per correct answer and weight of the compute penalty.
         max_steps: decisions per episode (1 = the thesis's one-shot choice).
         max_episode_steps: optional truncation below ``max_steps``.
@@ -74,6 +75,13 @@ def build_core(
         device=resolved_device,
         progress=progress,
     )
+    if split == "holdout":
+        source = checkpoint or ("the given model" if model is not None else None)
+        check_holdout_unseen(
+            main_model.provenance,
+            splits["holdout"],
+            f"main model {source}" if source else f"the cached {spec.name} main model",
+        )
     return DynaLayCore(
         main_model,
         splits[split],

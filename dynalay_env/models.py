@@ -19,9 +19,9 @@ import torch
 from torch import Tensor
 from tqdm.auto import tqdm
 
-from dynalay_env.data import DatasetSpec, ImageSplit, cache_dir
+from dynalay_env.data import DatasetSpec, ImageSplit, cache_dir, training_provenance
 from main_model import DynaLayConfig, DynaLayNet, load_main_model, save_main_model
-from main_model.train import evaluate_paths, train_epoch, uniform_actions
+from main_model.train import evaluate_paths, fit
 
 DEFAULT_WIDTHS = (64, 128, 256)
 
@@ -75,14 +75,17 @@ def pretrain_main_model(
     epochs: int,
     config: DynaLayConfig | None = None,
     batch_size: int = 64,
-    learning_rate: float = 1e-3,
+    learning_rate: float = 1e-2,
+    recipe: str = "dynalay",
     seed: int = 0,
     device: torch.device | str = "cpu",
     eval_split: ImageSplit | None = None,
     progress: bool = True,
 ) -> DynaLayNet:
-    """Pre-train a main model on all paths (uniformly drawn per sample) with Adam.
+    """Train a main model from scratch on ``train_split`` with ``recipe`` (see
+    :mod:`main_model.train`; ``plain`` gives the plain-CNN baseline), Adam with cosine decay.
 
+    The model records its training rows (:func:`~dynalay_env.data.training_provenance`).
     ``eval_split``: when given, the accuracy of every static path on it is printed at the end.
     """
     if epochs < 1:
@@ -91,26 +94,31 @@ def pretrain_main_model(
     device = torch.device(device)
     model = DynaLayNet(config or config_for(train_split.spec)).to(device)
     split = train_split.to(device)
-    optimizer = torch.optim.Adam(model.parameters(), lr=learning_rate)
     generator = torch.Generator().manual_seed(seed)
-    choose = uniform_actions(model.n_actions, generator)
     batches_per_epoch = -(-len(split) // batch_size)
-    for epoch in range(1, epochs + 1):
-        with tqdm(
-            total=batches_per_epoch,
-            desc=f"pretrain {split.spec.name} epoch {epoch}/{epochs}",
-            disable=not progress,
-            file=sys.stderr,
-        ) as bar:
+    bar = tqdm(
+        total=epochs * batches_per_epoch,
+        desc=f"train {split.spec.name} main model ({recipe}, {epochs} epochs)",
+        disable=not progress,
+        file=sys.stderr,
+    )
 
-            def advance(loss: float, bar=bar) -> None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+    def advance(loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
-            stats = train_epoch(
-                model, optimizer, iterate_batches(split, batch_size, generator), choose, advance
-            )
-            bar.set_postfix(loss=f"{stats.loss:.3f}", acc=f"{stats.accuracy:.3f}")
+    with bar:
+        fit(
+            model,
+            lambda epoch: iterate_batches(split, batch_size, generator),
+            epochs=epochs,
+            batches_per_epoch=batches_per_epoch,
+            recipe=recipe,
+            learning_rate=learning_rate,
+            seed=seed,
+            on_batch=advance,
+        )
+    model.provenance = {**training_provenance(train_split), "recipe": recipe, "epochs": epochs}
     if eval_split is not None and progress:
         accuracy = evaluate_paths(model, iterate_batches(eval_split.to(device), 256))
         summary = ", ".join(

@@ -18,6 +18,7 @@ from dynalay_env.models import (
     resolve_device,
 )
 from main_model import save_main_model
+from main_model.train import RECIPES
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,7 +29,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--epochs", type=int, default=20, help="warm-up epochs (default: 20)")
     parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
     parser.add_argument("--batch-size", type=int, default=64)
-    parser.add_argument("--lr", type=float, default=1e-3, help="Adam learning rate")
+    parser.add_argument("--lr", type=float, default=1e-2, help="Adam peak learning rate (cosine)")
+    parser.add_argument("--recipe", default="dynalay", choices=sorted(RECIPES))
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--data-dir", default=None, help="where to look for the data first")
     parser.add_argument("--download", action="store_true", help="let torchvision download")
@@ -47,6 +49,7 @@ def main(argv: list[str] | None = None) -> int:
         config=config_for(spec, tuple(args.widths)),
         batch_size=args.batch_size,
         learning_rate=args.lr,
+        recipe=args.recipe,
         seed=args.seed,
         device=resolve_device(args.device),
         eval_split=splits["test"],

@@ -7,6 +7,7 @@ architecture, and fails with a :class:`CheckpointError` that names the file and 
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -44,15 +45,27 @@ def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
 def save_main_model(
     model: DynaLayNet, path: str | os.PathLike, metadata: dict[str, Any] | None = None
 ) -> Path:
-    """Write ``model`` (weights, buffers, config) and optional JSON-like ``metadata`` to ``path``."""
+    """Write ``model`` (weights, buffers, config, :attr:`~DynaLayNet.provenance`) and optional
+    JSON-like ``metadata`` to ``path``."""
     payload = {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
+        "provenance": model.provenance,
     }
     return atomic_save(payload, path)
+
+
+def state_digest(model: torch.nn.Module) -> str:
+    """SHA-256 of a model's state (names, shapes, dtypes and values): equal digests, same model."""
+    digest = hashlib.sha256()
+    for name, tensor in model.state_dict().items():
+        value = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{tuple(value.shape)}:{value.dtype}".encode())
+        digest.update(value.view(torch.uint8).numpy().tobytes() if value.numel() else b"")
+    return digest.hexdigest()
 
 
 def read_main_model_file(path: str | os.PathLike) -> dict[str, Any]:
@@ -112,4 +125,5 @@ def load_main_model(
         raise CheckpointError(
             f"{path}: weights do not match the architecture in its own config: {error}"
         ) from error
+    model.provenance = dict(payload.get("provenance", {}))
     return model.to(device).eval(), dict(payload.get("metadata", {}))

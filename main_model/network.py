@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, fields
+from typing import Any
 
 import torch
 from torch import Tensor, nn
@@ -48,7 +49,9 @@ class DynaLayConfig:
     contraction: float = 0.8
     norm: str = "batch"
     norm_groups: int = 8
-    tol: float = 1e-3
+    # Measured on the Fashion-MNIST holdout (docs/results.md): tol 3e-2 stops loops after about
+    # 2 iterations instead of 4 (1e-3) with the same accuracy, 40% fewer FLOPs for loop-3.
+    tol: float = 3e-2
     max_iter: int = 30
     backward_tol: float = 1e-6
     backward_max_iter: int = 60
@@ -191,6 +194,9 @@ class DynaLayNet(nn.Module):
             channels, size = width, block.out_size
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(channels, self.config.num_classes)
+        #: What the model was trained on (dataset, training rows, recipe), saved with its
+        #: checkpoints; whoever trains it fills it in (``dynalay_env.data.training_provenance``).
+        self.provenance: dict[str, Any] = {}
         self.head_flops = linear_flops(channels, self.config.num_classes)
 
     # ----- cost model -------------------------------------------------------------------------
@@ -340,9 +346,7 @@ class DynaLayNet(nn.Module):
             diverged = diverged.index_copy(0, index, group.diverged)
         return StepOutput(state if new_state is None else new_state, flops, iterations, diverged)
 
-    def forward(
-        self, images: Tensor, actions: Tensor | None = None, solver: str = "fpi"
-    ) -> Tensor:
+    def forward(self, images: Tensor, actions: Tensor | None = None, solver: str = "fpi") -> Tensor:
         """Logits (B, K) after the straight pass and, if given, one action per sample."""
         output = self.straight(images)
         if actions is not None:

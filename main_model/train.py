@@ -21,7 +21,7 @@ In the alternating phase the agent chooses the paths (:func:`train_epoch` with a
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
 import torch
@@ -223,9 +223,7 @@ def fit(
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    optimizer = torch.optim.AdamW(
-        model.parameters(), lr=learning_rate, weight_decay=weight_decay
-    )
+    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
     scheduler = (
         torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches_per_epoch)
         if schedule == "cosine"
@@ -258,12 +256,17 @@ def evaluate_paths(model: DynaLayNet, batches: Iterable[tuple[Tensor, Tensor]]) 
 
 @torch.no_grad()
 def path_statistics(
-    model: DynaLayNet, batches: Iterable[tuple[Tensor, Tensor]], solver: str = "fpi"
+    model: DynaLayNet,
+    batches: Iterable[tuple[Tensor, Tensor]],
+    solver: str = "fpi",
+    actions: Sequence[int] | None = None,
 ) -> dict[int, dict[str, float]]:
-    """Per static path (0 = NOP .. n = loop all): accuracy, mean CE loss and mean FLOPs per
-    sample (the straight pass included), and mean loop iterations per looped block."""
+    """Per static path (0 = NOP .. n = loop all; ``actions``: only these): accuracy, mean CE
+    loss, mean FLOPs per sample (the straight pass included) and mean loop iterations per
+    looped block."""
     model.eval()
     n = model.n_actions
+    paths = list(range(n)) if actions is None else list(actions)
     correct = torch.zeros(n, dtype=torch.float64)
     loss = torch.zeros(n, dtype=torch.float64)
     flops = torch.zeros(n, dtype=torch.float64)
@@ -271,7 +274,7 @@ def path_statistics(
     total = 0
     for images, labels in batches:
         straight = model.straight(images)
-        for action in range(n):
+        for action in paths:
             output = straight
             if action > 0:
                 actions = torch.full((images.shape[0],), action, device=images.device)
@@ -291,5 +294,5 @@ def path_statistics(
             "flops": float(flops[action]) / total,
             "iterations": float(iterations[action]) / total,
         }
-        for action in range(n)
+        for action in paths
     }

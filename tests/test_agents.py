@@ -24,9 +24,10 @@ from agents.evaluate import (
 )
 from agents.trainer import AlternatingTrainer
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import get_spec, split_training_set
+from dynalay_env.data import get_spec, load_splits, split_training_set
 from dynalay_env.models import config_for
-from main_model import DynaLayNet, StepOutput
+from main_model import DynaLayNet, StepOutput, load_main_model
+from main_model.checkpoint import state_digest
 
 TINY_RUN = [
     "--env", "DynaLay-MNIST-v0", "--algo", "ppo", "--device", "cpu", "--widths", "2", "2", "2",
@@ -62,6 +63,7 @@ def test_cli_end_to_end_writes_run_directory_and_tensorboard_tags(tiny_data, tmp
         "round1/supervised",
         "round2/rl",
         "round2/supervised",
+        "final/rl",  # the agent adapts to the model the last supervised phase left
     ]
     assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
         "main_model.pt",
@@ -70,6 +72,10 @@ def test_cli_end_to_end_writes_run_directory_and_tensorboard_tags(tiny_data, tmp
     }
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["episodes"] == 8 and 0.0 <= summary["accuracy"] <= 1.0
+    # The evaluated agent learned on exactly the saved and evaluated main model.
+    saved_model, _ = load_main_model(run_dir / "checkpoints" / "main_model.pt")
+    assert summary["agent_model_digest"] == summary["main_model_digest"]
+    assert summary["main_model_digest"] == state_digest(saved_model)
     assert sum(summary["action_frequencies"]) == pytest.approx(1.0)
     assert "beta: 0.3" in (run_dir / "config.yaml").read_text()
     assert "phase round2/supervised done" in (run_dir / "log.txt").read_text()
@@ -257,7 +263,7 @@ def test_oracle_is_never_wrong_where_some_path_is_right_and_never_costlier():
 
     splits = make_splits("CIFAR10", n_test=24)
     core = DynaLayCore(make_model("CIFAR10"), splits["test"], 8, sequential=True)
-    results = evaluate_all(core, {}, 24, taus=[0.2, 0.9])
+    results = evaluate_all(core, {}, 24, taus=[0.2, 0.9], threshold_loop=3)
     by_name = {r.name: r for r in results}
     statics = [r for r in results if r.name.startswith("static")]
     assert [r.name for r in statics] == [
@@ -278,7 +284,7 @@ def test_oracle_is_never_wrong_where_some_path_is_right_and_never_costlier():
             assert correct[chosen, sample]
             assert cost[chosen, sample] <= cost[right, sample].min() + 1e-12
     assert oracle.accuracy >= max(r.accuracy for r in statics)
-    deq = next(r for r in results if r.name.startswith("DEQ"))
+    deq = next(r for r in results if r.name == "loop-all with anderson")
     assert deq.action_frequencies == [0.0, 0.0, 0.0, 1.0]
     assert abs(deq.accuracy - statics[3].accuracy) <= 1 / 24 + 1e-9
 
@@ -385,3 +391,67 @@ def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_pat
     assert not (run_dir / "checkpoints" / "vecnormalize.pkl").exists()
     assert "n_steps: 8" in (run_dir / "config.yaml").read_text()
     assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.9"]) == 0
+
+
+def test_checkpoint_trained_on_the_holdout_is_refused(tiny_data, tmp_path, capsys):
+    assert run_cli(tiny_data, tmp_path / "runs", "--rounds", "1", "--supervised-epochs", "0") == 0
+    checkpoint = only_run_dir(tmp_path / "runs") / "checkpoints" / "main_model.pt"
+    # Same data seed: its holdout is the one the model was trained beside.
+    flags = ["--checkpoint", str(checkpoint), "--rounds", "1", "--supervised-epochs", "0"]
+    assert run_cli(tiny_data, tmp_path / "same", *flags) == 0
+    # Another data seed draws another holdout, made mostly of the model's training images.
+    capsys.readouterr()
+    assert run_cli(tiny_data, tmp_path / "other", *flags, "--data-seed", "1") == 2
+    message = capsys.readouterr().err
+    assert str(checkpoint) in message and "MNIST holdout" in message
+    assert "was trained on" in message and "images of this" in message
+
+
+TINY_TABLE = [
+    "table", "--env", "DynaLay-MNIST-v0", "--device", "cpu", "--widths", "2", "2", "2",
+    "--epochs", "1", "--train-size", "16", "--batch-size", "8", "--holdout-size", "10",
+    "--eval-size", "8", "--total-timesteps", "32", "--num-envs", "4", "--betas", "0.3",
+    "--seeds", "0", "1",
+]  # fmt: skip
+
+
+def test_table_trains_every_baseline_per_seed_resumes_and_refuses_other_settings(
+    tiny_data, tmp_path, capsys
+):
+    out = tmp_path / "table"
+    flags = [*TINY_TABLE, "--data-dir", str(tiny_data), "--out", str(out)]
+    assert run_rl.main(flags) == 0
+    summary = json.loads((out / "tradeoff.json").read_text())
+    rows = summary["rows"]
+    for name in ("plain", "plain-2x", "plain-4x", "deq", "DynaLay static NOP (plain CNN)"):
+        assert name in rows and rows[name]["accuracy"]["std"] >= 0.0
+    assert "DynaLay agent beta=0.3" in rows and "DynaLay oracle" in rows
+    assert rows["plain"]["relative_flops"]["mean"] == pytest.approx(1.0)
+    assert 1.5 < rows["plain-2x"]["relative_flops"]["mean"] < 2.5
+    assert 0.0 < rows["deq"]["backward_share"]["mean"] < 1.0
+    assert len(summary["targets"]) == 5 and (out / "tradeoff.png").is_file()
+    assert "| target |" in (out / "tradeoff.md").read_text()
+
+    # The plain row is the separately trained plain CNNs' test accuracy, recomputed here.
+    test = load_splits("MNIST", tiny_data, holdout_size=10)["test"].subset(torch.arange(8))
+    accuracies = []
+    for seed in (0, 1):
+        plain, _ = load_main_model(out / f"seed{seed}" / "plain.pt")
+        assert plain.provenance["recipe"] == "plain"
+        with torch.no_grad():
+            predicted = plain(test.normalized(slice(None))).argmax(1)
+        accuracies.append(float((predicted == test.labels).float().mean()))
+    assert rows["plain"]["accuracy"]["mean"] == pytest.approx(np.mean(accuracies))
+    assert rows["plain"]["accuracy"]["std"] == pytest.approx(np.std(accuracies, ddof=1))
+
+    # A rerun with the same settings reuses every finished model and agent.
+    stamps = {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")}
+    assert run_rl.main(flags) == 0
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*.pt")} == stamps
+
+    # Other settings in the same directory are refused, not silently mixed.
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        run_rl.main([*flags[:-2], "--out", str(out), "--epochs", "2"])
+    assert exit_info.value.code == 2
+    assert "other settings (epochs" in capsys.readouterr().err
