@@ -66,7 +66,7 @@ def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None
     return core, episodes, best_loop_on(model, splits["holdout"].to(device))
 
 
-def _agent_policy(run_dir: Path, algo: str, device):
+def load_agent_policy(run_dir: Path, algo: str, device):
     """The run's agent, deterministic, with its observation normalisation when it has one."""
     checkpoints = Path(run_dir) / "checkpoints"
     agent = ALGORITHMS[algo].load(checkpoints / "agent.zip", device=device)
@@ -94,7 +94,7 @@ def evaluate_run(
     resolved = resolve_device(device)
     core, episodes, threshold_loop = _test_core(config, run_dir, resolved, eval_size)
     agent = {
-        f"agent ({config.algo}, beta={config.beta:g})": _agent_policy(
+        f"agent ({config.algo}, beta={config.beta:g})": load_agent_policy(
             run_dir, config.algo, resolved
         )
     }
@@ -139,7 +139,8 @@ def beta_sweep(
     first = run_dirs[betas[0]]
     core, episodes, threshold_loop = _test_core(load_run_config(first), first, resolved, eval_size)
     agents = {
-        f"agent beta={beta:g}": _agent_policy(run_dirs[beta], base.algo, resolved) for beta in betas
+        f"agent beta={beta:g}": load_agent_policy(run_dirs[beta], base.algo, resolved)
+        for beta in betas
     }
     results = evaluate_all(core, agents, episodes, list(taus), threshold_loop, progress=_say)
     agent_results = [r for r in results if r.name.startswith("agent beta=")]

@@ -36,7 +36,7 @@ import torch
 
 from agents.config import TrainConfig
 from agents.evaluate import PolicyResult, best_loop_on, evaluate_all, sequential_core
-from agents.experiments import DEFAULT_TAUS, _agent_policy
+from agents.experiments import DEFAULT_TAUS, load_agent_policy
 from agents.files import write_json_atomic
 from agents.report import atomic_write, plt
 from agents.trainer import AlternatingTrainer, dataset_of
@@ -182,7 +182,7 @@ def evaluate_seed(config: TableConfig, seed: int, splits, out_dir: Path, device)
     core, episodes = sequential_core(
         model, splits["test"], alpha=0.5, beta=0.3, max_steps=1, device=device
     )
-    agents = {f"agent beta={b:g}": _agent_policy(d, "ppo", device) for b, d in run_dirs.items()}
+    agents = {f"agent beta={b:g}": load_agent_policy(d, "ppo", device) for b, d in run_dirs.items()}
     threshold_loop = best_loop_on(model, splits["holdout"])
     _say(f"seed {seed}: evaluating every policy on {episodes} test images")
     results: list[PolicyResult] = evaluate_all(

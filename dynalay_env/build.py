@@ -28,6 +28,7 @@ def build_core(
     max_steps: int = 1,
     max_episode_steps: int | None = None,
     sequential: bool = False,
+    solver: str = "fpi",
     device: str = "auto",
     pretrain_epochs: int = 20,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
@@ -51,6 +52,8 @@ def build_core(
         max_steps: decisions per episode (1 = the thesis's one-shot choice).
         max_episode_steps: optional truncation below ``max_steps``.
         sequential: walk the split in order instead of drawing samples at random.
+        solver: how loop actions run: ``fpi`` (plain per-sample iteration, the thesis's) or
+            TorchDEQ's ``anderson`` / ``broyden`` (fewer iterations per loop, more overhead).
         device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
         pretrain_epochs, widths: how to pre-train a main model when none is cached.
         progress: print progress bars and where the model came from.
@@ -92,4 +95,5 @@ def build_core(
         max_episode_steps=max_episode_steps,
         sequential=sequential,
         device=resolved_device,
+        solver=solver,
     )

@@ -39,6 +39,7 @@ from torch import Tensor
 
 from dynalay_env.data import ImageSplit
 from main_model import DynaLayNet, NetState
+from main_model.network import SOLVERS
 
 RESIDUAL_CLIP = 10.0
 
@@ -151,6 +152,8 @@ class DynaLayCore:
         self.max_steps = max_steps
         self.max_episode_steps = max_episode_steps
         self.sequential = sequential
+        if solver not in SOLVERS:
+            raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
         self.n_blocks = model.n_blocks
         self.n_actions = model.n_actions

@@ -417,7 +417,7 @@ def test_first_use_pretrains_caches_and_then_reuses_the_main_model(capfd):
     err = capfd.readouterr().err
     assert cached.is_file()
     assert f"cached the pretrained main model at {cached}" in err
-    assert "pretrain MNIST epoch 1/1" in err  # the progress bar
+    assert "train MNIST main model (dynalay, 1 epochs)" in err  # the progress bar
     again = gym.make("DynaLay-MNIST-v0", splits=splits, device="cpu")
     assert "using the cached pretrained main model" in capfd.readouterr().err
     first_weights = env.unwrapped.core.model.state_dict()
