@@ -253,8 +253,14 @@ class AlternatingTrainer:
         self.agent_model_digest = state_digest(self.model)
 
     def _agent_actions(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """The agent's first decision on each image, with uniform exploration mixed in."""
+        """The agent's first decision on each image, with uniform exploration mixed in.
+
+        The observation comes from an evaluation-mode straight pass, as in the env the agent
+        learned on (and without a second running-statistics update from this batch).
+        """
+        self.model.eval()
         state = self.model.straight(images).state
+        self.model.train()
         observations = first_observation(state, self.model.n_actions).cpu().numpy()
         chosen, _ = self.agent.predict(self.normalized(observations), deterministic=True)
         actions = torch.as_tensor(chosen, device=images.device).long()

@@ -79,12 +79,13 @@ def build_core(
         progress=progress,
     )
     if split == "holdout":
-        source = checkpoint or ("the given model" if model is not None else None)
-        check_holdout_unseen(
-            main_model.provenance,
-            splits["holdout"],
-            f"main model {source}" if source else f"the cached {spec.name} main model",
-        )
+        if checkpoint is not None:
+            model_name = f"main model {checkpoint}"
+        elif model is not None:
+            model_name = "the given main model"
+        else:
+            model_name = f"the cached {spec.name} main model"
+        check_holdout_unseen(main_model.provenance, splits["holdout"], model_name)
     return DynaLayCore(
         main_model,
         splits[split],

@@ -454,3 +454,19 @@ def test_package_registers_all_ids():
         spec = gym.spec(env_id)
         assert spec.vector_entry_point == "dynalay_env.vector_env:DynaLayVectorEnv"
     assert dynalay_env.ENV_IDS["CIFAR10"] == "DynaLay-CIFAR10-v0"
+
+
+def test_a_main_model_trained_on_the_holdout_is_refused_and_a_disjoint_one_accepted():
+    from dynalay_env.build import build_core
+    from dynalay_env.data import SplitOverlapError, training_provenance
+
+    splits = make_splits("MNIST")
+    model = make_model("MNIST")
+    model.provenance = training_provenance(splits["train"])
+    core = build_core(2, "MNIST", model=model, splits=splits, device="cpu", progress=False)
+    assert core.num_slots == 2
+    model.provenance = training_provenance(splits["holdout"].subset(torch.arange(3)))
+    with pytest.raises(SplitOverlapError, match=r"the given main model was trained on 3 of the 24"):
+        build_core(2, "MNIST", model=model, splits=splits, device="cpu", progress=False)
+    # The test split is not the holdout: nothing to check there.
+    build_core(2, "MNIST", model=model, splits=splits, split="test", device="cpu", progress=False)
