@@ -203,6 +203,9 @@ def _check_config(config: TableConfig, out: Path) -> None:
     """Reuse finished work only when it was made with the same settings (seeds may differ)."""
     saved_file = out / "table_config.json"
     current = {k: v for k, v in dataclasses.asdict(config).items() if k not in _FREE_KEYS}
+    # The main model's defaults (contraction, tol, strides, norm...) shape every number too.
+    spec = get_spec(dataset_of(config.env))
+    current["model_config"] = config_for(spec, config.widths).to_dict()
     current = json.loads(json.dumps(current))  # tuples as lists, like the saved copy
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text())
