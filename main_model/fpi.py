@@ -1,6 +1,6 @@
 """Fixed-point-iteration (FPI) block: a conv layer that can also be looped to its fixed point.
 
-Block l maps its input x to z. With the input injection u = inject(x) (conv + GroupNorm, may
+Block l maps its input x to z. With the input injection u = inject(x) (conv + normalisation, may
 downsample and change channels) the FPI map is
 
     f(z, u) = relu(W * z + u),
@@ -183,7 +183,7 @@ def group_count(channels: int, norm_groups: int) -> int:
 
 
 class FPIBlock(nn.Module):
-    """One FPI block: injection ``u = GN(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
+    """One FPI block: injection ``u = norm(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
 
     Args:
         in_channels: channels of the block input x.
