@@ -23,6 +23,7 @@ import yaml
 from agents.config import HYPERPARAMS_FILE, TrainConfig
 from agents.trainer import ALGORITHMS, AlternatingTrainer
 from dynalay_env import ENV_IDS, DataNotFoundError
+from dynalay_env.core import PENALTIES
 from dynalay_env.data import SplitOverlapError
 from main_model.train import RECIPES
 
@@ -120,6 +121,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=DEFAULTS.max_steps,
         help="decisions per episode (1 = one-shot)",
     )
+    add(
+        "--penalty",
+        default=DEFAULTS.penalty,
+        choices=PENALTIES,
+        help="what multiplies beta * cost in a loop's reward: the 'consecutive' count of the "
+        "same choice (the thesis's equation) or the chosen 'layer' k (its text)",
+    )
     add("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="main-model batch")
     add("--lr", type=float, default=DEFAULTS.learning_rate, help="main-model Adam learning rate")
     add(
@@ -159,6 +167,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         beta=args.beta,
         gamma_loss=args.gamma_loss,
         max_steps=args.max_steps,
+        penalty=args.penalty,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         widths=tuple(args.widths),

@@ -36,6 +36,7 @@ class TrainConfig:
     beta: float = 0.3  # thesis
     gamma_loss: float = 0.2  # thesis: L = CE - gamma * R
     max_steps: int = 1  # 1 = the thesis's one-shot choice
+    penalty: str = "consecutive"  # reward's last factor: "consecutive" count or chosen "layer"
     batch_size: int = 64  # thesis
     learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
     widths: tuple[int, ...] = (64, 128, 256)  # thesis

@@ -179,6 +179,7 @@ def sequential_core(
     beta: float,
     max_steps: int,
     device,
+    penalty: str = "consecutive",
     episodes: int | None = None,
     max_slots: int = 1024,
 ) -> tuple[DynaLayCore, int]:
@@ -193,6 +194,7 @@ def sequential_core(
         max_steps=max_steps,
         sequential=True,
         device=device,
+        penalty=penalty,
     )
     return core, count
 
@@ -209,6 +211,7 @@ def make_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
         sequential=True,
         device=base.device,
         solver=solver,
+        penalty=base.penalty,
     )
 
 

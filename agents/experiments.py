@@ -60,6 +60,7 @@ def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None
         alpha=config.alpha,
         beta=config.beta,
         max_steps=config.max_steps,
+        penalty=config.penalty,
         device=device,
         episodes=eval_size,
     )

@@ -161,6 +161,7 @@ class AlternatingTrainer:
             alpha=config.alpha,
             beta=config.beta,
             max_steps=config.max_steps,
+            penalty=config.penalty,
             device=str(self.device),
         )
 
@@ -326,6 +327,7 @@ class AlternatingTrainer:
             alpha=self.config.alpha,
             beta=self.config.beta,
             max_steps=self.config.max_steps,
+            penalty=self.config.penalty,
             device=self.device,
             episodes=self.config.eval_size,
         )

@@ -29,6 +29,7 @@ def build_core(
     max_episode_steps: int | None = None,
     sequential: bool = False,
     solver: str = "fpi",
+    penalty: str = "consecutive",
     device: str = "auto",
     pretrain_epochs: int = 20,
     widths: tuple[int, ...] = DEFAULT_WIDTHS,
@@ -54,6 +55,8 @@ def build_core(
         sequential: walk the split in order instead of drawing samples at random.
         solver: how loop actions run: ``fpi`` (plain per-sample iteration, the thesis's) or
             TorchDEQ's ``anderson`` / ``broyden`` (fewer iterations per loop, more overhead).
+        penalty: ``consecutive`` (default) or ``layer``: what multiplies ``beta * cost`` in a
+            loop's reward (see :class:`~dynalay_env.core.DynaLayCore`).
         device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
         pretrain_epochs, widths: how to pre-train a main model when none is cached.
         progress: print progress bars and where the model came from.
@@ -97,4 +100,5 @@ def build_core(
         sequential=sequential,
         device=resolved_device,
         solver=solver,
+        penalty=penalty,
     )

@@ -8,7 +8,8 @@ once. One episode = one input sample:
 - action 0 (NOP): answer with the current prediction; the episode ends with
   reward ``alpha * correct``.
 - action k >= 1: loop blocks 1..k (warm-started), then blocks k+1..n straight; reward
-  ``-beta * cost * consecutive_count`` with ``cost = step FLOPs / FLOPs of the most expensive
+  ``-beta * cost * consecutive_count`` (or, with ``penalty="layer"``, ``-beta * cost * k``) with
+  ``cost = step FLOPs / FLOPs of the most expensive
   possible step`` in [0, 1] and ``consecutive_count`` the number of decisions in a row (this one
   included) that chose this same k. After ``max_steps`` decisions the episode ends with the
   answer and its ``alpha * correct`` added to that step's reward.
@@ -42,6 +43,8 @@ from main_model import DynaLayNet, NetState
 from main_model.network import SOLVERS
 
 RESIDUAL_CLIP = 10.0
+#: Readings of the reward's last factor (see :class:`DynaLayCore`'s ``penalty``).
+PENALTIES = ("consecutive", "layer")
 
 
 def observation_tensor(
@@ -110,6 +113,10 @@ class DynaLayCore:
         device: where the model and the images live.
         solver: how loops run: ``fpi`` (DynaLay's per-sample iteration) or TorchDEQ's
             ``anderson``/``broyden`` (for the DEQ baseline).
+        penalty: what multiplies ``beta * cost`` in a loop's reward. The thesis's equation
+            names it "consecutive layer count", its text "which layer is chosen":
+            ``consecutive`` (default): decisions in a row, this one included, that chose this
+            same k; ``layer``: k itself, the index of the deepest looped block.
     """
 
     def __init__(
@@ -125,6 +132,7 @@ class DynaLayCore:
         sequential: bool = False,
         device: torch.device | str = "cpu",
         solver: str = "fpi",
+        penalty: str = "consecutive",
     ) -> None:
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
@@ -155,6 +163,9 @@ class DynaLayCore:
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
+        if penalty not in PENALTIES:
+            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
+        self.penalty = penalty
         self.n_blocks = model.n_blocks
         self.n_actions = model.n_actions
         self.max_step_flops = float(model.max_step_flops())
@@ -308,7 +319,8 @@ class DynaLayCore:
         truncated = torch.zeros_like(terminated)
         if self.max_episode_steps is not None:
             truncated = active_t & ~terminated & (self.steps >= self.max_episode_steps)
-        reward = torch.where(looped, -self.beta * cost * count, 0.0)
+        multiplier = count if self.penalty == "consecutive" else actions_t
+        reward = torch.where(looped, -self.beta * cost * multiplier, 0.0)
         reward = reward + torch.where(terminated, self.alpha * correct.double(), 0.0)
         return CoreStep(
             reward=reward.float().cpu().numpy(),

@@ -394,7 +394,9 @@ def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_pat
 
 
 def test_checkpoint_trained_on_the_holdout_is_refused(tiny_data, tmp_path, capsys):
-    assert run_cli(tiny_data, tmp_path / "runs", "--rounds", "1", "--supervised-epochs", "0") == 0
+    flags = ["--rounds", "1", "--supervised-epochs", "0", "--penalty", "layer"]
+    assert run_cli(tiny_data, tmp_path / "runs", *flags) == 0
+    assert "penalty: layer" in (only_run_dir(tmp_path / "runs") / "config.yaml").read_text()
     checkpoint = only_run_dir(tmp_path / "runs") / "checkpoints" / "main_model.pt"
     # Same data seed: its holdout is the one the model was trained beside.
     flags = ["--checkpoint", str(checkpoint), "--rounds", "1", "--supervised-epochs", "0"]

@@ -88,6 +88,25 @@ def test_rewards_equal_hand_computed_values_when_every_loop_runs_max_iter():
     assert info["episode_steps"] == 4
 
 
+def test_layer_penalty_multiplies_the_cost_by_the_chosen_k_not_the_repeat_count():
+    # As above, every loop runs max_iter = 3 iterations, so costs are exact FLOP ratios.
+    model = make_model("CIFAR10", tol=1e-30, max_iter=3)
+    env = make_env(model=model, max_steps=4, alpha=0.5, beta=0.3, penalty="layer")
+    env.reset(seed=0)
+    blocks = model.blocks
+    injections = blocks[1].inject_flops + blocks[2].inject_flops
+    loop_2 = injections + 3 * (blocks[0].iteration_flops + blocks[1].iteration_flops)
+    loop_2 += model.head_flops
+    loop_3 = injections + 3 * sum(b.iteration_flops for b in blocks) + model.head_flops
+    rewards = [env.step(a)[1] for a in (3, 3, 2)]
+    # loop-3 twice: cost 1, times k = 3 both times (no growth with repetition); then loop-2.
+    assert rewards == pytest.approx([-0.9, -0.9, -0.3 * 2 * loop_2 / loop_3], abs=1e-6)
+    _, reward, terminated, _, info = env.step(0)
+    assert terminated and reward == pytest.approx(0.5 * info["correct"], abs=1e-6)
+    with pytest.raises(ValueError, match="penalty must be one of"):
+        make_env(model=model, penalty="quadratic")
+
+
 def test_rewards_match_an_independent_run_of_the_model():
     model = make_model("FashionMNIST")
     splits = make_splits("FashionMNIST")
