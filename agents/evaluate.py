@@ -18,9 +18,9 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
-import torch
 
 from dynalay_env.core import DynaLayCore
+from dynalay_env.models import iterate_batches
 from main_model.train import path_statistics
 
 #: Maps (B, D) observations to (B,) actions.
@@ -217,13 +217,8 @@ def make_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
 
 def best_loop_on(model, split, batch_size: int = 500) -> int:
     """The most accurate static loop path (1..n) of ``model`` on ``split`` (use the holdout)."""
-    rows = torch.arange(len(split), device=split.device)
-    batches = (
-        (split.normalized(rows[i : i + batch_size]), split.labels[rows[i : i + batch_size]])
-        for i in range(0, len(split), batch_size)
-    )
     loops = range(1, model.n_actions)
-    stats = path_statistics(model, batches, actions=loops)
+    stats = path_statistics(model, iterate_batches(split, batch_size), actions=loops)
     return max(loops, key=lambda action: stats[action]["accuracy"])
 
 

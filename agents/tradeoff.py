@@ -41,10 +41,10 @@ from agents.experiments import DEFAULT_TAUS, load_agent_policy
 from agents.files import atomic_write, write_json_atomic
 from agents.report import plt
 from agents.trainer import AlternatingTrainer, dataset_of
-from dynalay_env.data import get_spec, load_splits, training_provenance
-from dynalay_env.models import config_for, iterate_batches, resolve_device
-from main_model import DynaLayNet, load_main_model, save_main_model
-from main_model.train import fit, path_statistics
+from dynalay_env.data import get_spec, load_splits
+from dynalay_env.models import config_for, iterate_batches, resolve_device, train_main_model
+from main_model import load_main_model, save_main_model
+from main_model.train import path_statistics
 
 #: name -> (training recipe, width multiplier). Conv FLOPs grow with the square of the width.
 MODELS: dict[str, tuple[str, float]] = {
@@ -85,12 +85,12 @@ def _say(message: str) -> None:
 
 def _splits(config: TableConfig, device):
     splits = load_splits(
-        dataset_of(config.env), config.data_dir, config.holdout_size, config.data_seed
+        dataset_of(config.env),
+        config.data_dir,
+        config.holdout_size,
+        config.data_seed,
+        train_size=config.train_size,
     )
-    train = splits["train"]
-    if config.train_size is not None and config.train_size < len(train):
-        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(config.data_seed))
-        splits["train"] = train.subset(rows[: config.train_size])
     if config.eval_size is not None and config.eval_size < len(splits["test"]):
         splits["test"] = splits["test"].subset(torch.arange(config.eval_size))
     return {name: split.to(device) for name, split in splits.items()}
@@ -103,23 +103,17 @@ def train_model(name: str, config: TableConfig, seed: int, splits, out_dir: Path
         return json.loads(record_file.read_text())
     recipe, multiplier = MODELS[name]
     widths = tuple(max(1, round(w * multiplier)) for w in config.widths)
-    spec = get_spec(dataset_of(config.env))
-    torch.manual_seed(seed)
-    model = DynaLayNet(config_for(spec, widths)).to(device)
-    train, generator = splits["train"], torch.Generator().manual_seed(seed)
-    per_epoch = -(-len(train) // config.batch_size)
     _say(f"seed {seed}: training {name} ({recipe}, widths {widths}, {config.epochs} epochs)")
-    history = fit(
-        model,
-        lambda epoch: iterate_batches(train, config.batch_size, generator),
+    model, history = train_main_model(
+        splits["train"],
         epochs=config.epochs,
-        batches_per_epoch=per_epoch,
-        recipe=recipe,
+        config=config_for(get_spec(dataset_of(config.env)), widths),
+        batch_size=config.batch_size,
         learning_rate=config.learning_rate,
+        recipe=recipe,
         seed=seed,
-        on_epoch=lambda e, s: _say(f"  epoch {e}: loss {s.loss:.3f} ({s.seconds:.0f} s)"),
+        device=device,
     )
-    model.provenance = {**training_provenance(train), "recipe": recipe, "epochs": config.epochs}
     n = model.n_blocks
     paths = {"plain": [0], "deq": [n], "dynalay": list(range(n + 1))}[recipe]
     solver = "anderson" if recipe == "deq" else "fpi"

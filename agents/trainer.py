@@ -119,13 +119,13 @@ class AlternatingTrainer:
     def _load_data(self):
         config = self.config
         splits = load_splits(
-            self.dataset, config.data_dir, config.holdout_size, config.data_seed, config.download
+            self.dataset,
+            config.data_dir,
+            config.holdout_size,
+            config.data_seed,
+            config.download,
+            config.train_size,
         )
-        if config.train_size is not None and config.train_size < len(splits["train"]):
-            rows = torch.randperm(
-                len(splits["train"]), generator=torch.Generator().manual_seed(config.data_seed)
-            )
-            splits["train"] = splits["train"].subset(rows[: config.train_size])
         return {name: split.to(self.device) for name, split in splits.items()}
 
     def _make_env(self):

@@ -277,19 +277,26 @@ def load_splits(
     holdout_size: int = 5000,
     seed: int = 0,
     download: bool = False,
+    train_size: int | None = None,
 ) -> dict[str, ImageSplit]:
     """Load ``train``, ``holdout`` and ``test`` splits of dataset ``name`` (on the CPU).
 
     The holdout is ``holdout_size`` training samples chosen by a permutation seeded with
-    ``seed``; the same arguments always give the same split.
+    ``seed``; ``train_size`` keeps that many of the rest, chosen by another permutation with the
+    same seed. The same arguments always give the same split.
     """
     spec = get_spec(name)
     train_set, test_set, _ = locate(spec, data_dir, download)
     train_images, train_labels = _to_tensors(train_set)
     test_images, test_labels = _to_tensors(test_set)
-    return split_training_set(
+    splits = split_training_set(
         spec, train_images, train_labels, test_images, test_labels, holdout_size, seed
     )
+    train = splits["train"]
+    if train_size is not None and train_size < len(train):
+        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
+        splits["train"] = train.subset(rows[:train_size])
+    return splits
 
 
 def split_training_set(

@@ -21,7 +21,7 @@ from tqdm.auto import tqdm
 
 from dynalay_env.data import DatasetSpec, ImageSplit, cache_dir, training_provenance
 from main_model import DynaLayConfig, DynaLayNet, load_main_model, save_main_model
-from main_model.train import evaluate_paths, fit
+from main_model.train import EpochStats, evaluate_paths, fit
 
 DEFAULT_WIDTHS = (64, 128, 256)
 
@@ -69,7 +69,7 @@ def iterate_batches(
         yield split.normalized(rows), split.labels[rows]
 
 
-def pretrain_main_model(
+def train_main_model(
     train_split: ImageSplit,
     *,
     epochs: int,
@@ -79,14 +79,13 @@ def pretrain_main_model(
     recipe: str = "dynalay",
     seed: int = 0,
     device: torch.device | str = "cpu",
-    eval_split: ImageSplit | None = None,
     progress: bool = True,
-) -> DynaLayNet:
+) -> tuple[DynaLayNet, list[EpochStats]]:
     """Train a main model from scratch on ``train_split`` with ``recipe`` (see
     :mod:`main_model.train`; ``plain`` gives the plain-CNN baseline), Adam with cosine decay.
 
-    The model records its training rows (:func:`~dynalay_env.data.training_provenance`).
-    ``eval_split``: when given, the accuracy of every static path on it is printed at the end.
+    Returns the model (in eval mode, recording its training rows in ``provenance``, see
+    :func:`~dynalay_env.data.training_provenance`) and one :class:`EpochStats` per epoch.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -108,7 +107,7 @@ def pretrain_main_model(
         bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
 
     with bar:
-        fit(
+        history = fit(
             model,
             lambda epoch: iterate_batches(split, batch_size, generator),
             epochs=epochs,
@@ -119,13 +118,29 @@ def pretrain_main_model(
             on_batch=advance,
         )
     model.provenance = {**training_provenance(train_split), "recipe": recipe, "epochs": epochs}
+    return model.eval(), history
+
+
+def pretrain_main_model(
+    train_split: ImageSplit,
+    *,
+    eval_split: ImageSplit | None = None,
+    progress: bool = True,
+    **training,
+) -> DynaLayNet:
+    """:func:`train_main_model` (``training`` are its keyword arguments), returning the model.
+
+    ``eval_split``: when given, the accuracy of every static path on it is printed at the end.
+    """
+    model, _ = train_main_model(train_split, progress=progress, **training)
     if eval_split is not None and progress:
+        device = next(model.parameters()).device
         accuracy = evaluate_paths(model, iterate_batches(eval_split.to(device), 256))
         summary = ", ".join(
             f"{'NOP' if a == 0 else f'loop-{a}'} {acc:.3f}" for a, acc in accuracy.items()
         )
         print(f"main model accuracy on {eval_split.spec.name} per path: {summary}", file=sys.stderr)
-    return model.eval()
+    return model
 
 
 def obtain_main_model(
