@@ -104,7 +104,8 @@ def load_main_model(
     """
     payload = read_main_model_file(path)
     try:
-        config = DynaLayConfig.from_dict(dict(payload["config"]))
+        # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
+        config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} holds an invalid model config: {error}") from error
     if expected_config is not None:

@@ -16,7 +16,7 @@ import torch
 from torch import Tensor, nn
 
 from main_model.cost import linear_flops
-from main_model.fpi import NORMS, FPIBlock
+from main_model.fpi import NORMS, SPECTRAL_NORMS, FPIBlock
 
 SOLVERS = ("fpi", "anderson", "broyden")
 
@@ -35,6 +35,9 @@ class DynaLayConfig:
         norm: normalisation of each block's injection: ``batch`` (BatchNorm with the straight
             pass's statistics shared by every path) or ``group`` (GroupNorm, per sample).
         norm_groups: GroupNorm groups (at most) when ``norm="group"``.
+        spectral_norm: how each loop conv's operator norm is bounded: ``fft`` (a guaranteed
+            upper bound, so the contraction holds during training too) or ``power`` (power
+            iteration, from below; what checkpoints written before ``fft`` existed used).
         tol: relative-residual tolerance that ends a loop.
         max_iter: most applications of f one loop may spend per block.
         backward_tol: relative tolerance of the implicit-backward adjoint solve.
@@ -49,6 +52,7 @@ class DynaLayConfig:
     contraction: float = 0.8
     norm: str = "batch"
     norm_groups: int = 8
+    spectral_norm: str = "fft"
     # Measured on the Fashion-MNIST holdout (docs/results.md): tol 3e-2 stops loops after about
     # 2 iterations instead of 4 (1e-3) with the same accuracy, 40% fewer FLOPs for loop-3.
     tol: float = 3e-2
@@ -69,6 +73,10 @@ class DynaLayConfig:
             problems.append(f"contraction must be in (0, 1), got {self.contraction}")
         if self.norm not in NORMS:
             problems.append(f"norm must be one of {NORMS}, got {self.norm!r}")
+        if self.spectral_norm not in SPECTRAL_NORMS:
+            problems.append(
+                f"spectral_norm must be one of {SPECTRAL_NORMS}, got {self.spectral_norm!r}"
+            )
         if self.norm_groups < 1:
             problems.append(f"norm_groups must be >= 1, got {self.norm_groups}")
         if self.max_iter < 1 or self.backward_max_iter < 1:
@@ -187,6 +195,7 @@ class DynaLayNet(nn.Module):
                 self.config.contraction,
                 norm=self.config.norm,
                 norm_groups=self.config.norm_groups,
+                spectral_norm=self.config.spectral_norm,
                 backward_tol=self.config.backward_tol,
                 backward_max_iter=self.config.backward_max_iter,
             )
