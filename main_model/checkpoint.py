@@ -8,8 +8,10 @@ architecture, and fails with a :class:`CheckpointError` that names the file and 
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -25,21 +27,36 @@ class CheckpointError(ValueError):
     """A checkpoint file exists but cannot be used (corrupt, foreign, newer, mismatched)."""
 
 
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through a temporary file and a rename."""
+def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
+    """Call ``write(temporary_path)``, fsync it, then move it onto ``path`` in one step.
+
+    The temporary file sits in ``path``'s folder and keeps its suffix (SB3 and matplotlib pick
+    formats by it); on any failure it is removed and ``path`` is left as it was. The project's
+    one atomic writer: everything that must never be seen half-written goes through it.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
+    os.close(fd)
     try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
+        write(tmp)
+        with open(tmp, "rb+") as handle:  # durable before it becomes visible under its name
             os.fsync(handle.fileno())
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
     return path
+
+
+def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
+    """``torch.save`` to ``path`` through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
+
+
+def write_json_atomic(payload: Any, path: str | os.PathLike) -> Path:
+    """``payload`` as indented JSON at ``path``, through :func:`atomic_write`."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
 
 def save_main_model(
