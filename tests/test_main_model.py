@@ -467,8 +467,8 @@ def test_bad_checkpoints_give_clear_errors(tmp_path: Path):
 def test_failed_save_leaves_no_partial_file(tmp_path: Path, monkeypatch):
     net = make_net()
 
-    def exploding_save(obj, handle):
-        handle.write(b"partial")
+    def exploding_save(obj, path):
+        Path(path).write_bytes(b"partial")
         raise OSError("disk full")
 
     monkeypatch.setattr(torch, "save", exploding_save)
