@@ -19,6 +19,10 @@ of it spent in ``backward()`` (the thesis's "Backward Pass Time"). Everything is
 ``out/seed<s>/`` as it finishes (a rerun skips what exists, so an interrupted table resumes);
 ``out/tradeoff.md``, ``out/tradeoff.json`` and ``out/tradeoff.png`` aggregate the seeds (mean and
 standard deviation) and state each target of the issue as met or missed.
+
+``models`` picks the separately trained baselines; ``dynalay_checkpoint`` uses a trained DynaLay
+model instead of training one (``run_rl.py demo``: the model shipped with the package, against
+baselines trained with the settings it records).
 """
 
 from __future__ import annotations
@@ -36,14 +40,31 @@ import numpy as np
 import torch
 
 from agents.config import TrainConfig
-from agents.evaluate import PolicyResult, best_loop_on, evaluate_all, sequential_core
+from agents.evaluate import (
+    PolicyResult,
+    best_loop_on,
+    evaluate_all,
+    make_core,
+    run_policy,
+    sequential_core,
+    static_policy,
+)
 from agents.experiments import DEFAULT_TAUS, load_agent_policy
 from agents.files import atomic_write, write_json_atomic
 from agents.report import plt
 from agents.trainer import AlternatingTrainer, dataset_of
 from dynalay_env.data import get_spec, load_splits
-from dynalay_env.models import config_for, iterate_batches, resolve_device, train_main_model
-from main_model import load_main_model, save_main_model
+from dynalay_env.models import (
+    SHIPPED_DIR,
+    config_for,
+    iterate_batches,
+    resolve_device,
+    shipped_model_path,
+    shipped_model_provenance,
+    train_main_model,
+)
+from main_model import DynaLayConfig, load_main_model, save_main_model
+from main_model.checkpoint import state_digest
 from main_model.train import path_statistics
 
 #: name -> (training recipe, width multiplier). Conv FLOPs grow with the square of the width.
@@ -54,6 +75,8 @@ MODELS: dict[str, tuple[str, float]] = {
     "deq": ("deq", 1.0),
     "dynalay": ("dynalay", 1.0),
 }
+#: The separately trained models (every table has ``dynalay`` too).
+BASELINES = tuple(name for name in MODELS if name != "dynalay")
 
 
 @dataclass
@@ -65,6 +88,9 @@ class TableConfig:
     epochs: int = 3
     train_size: int | None = 30000
     widths: tuple[int, ...] = (16, 32, 64)
+    strides: tuple[int, ...] | None = None
+    models: tuple[str, ...] = BASELINES
+    dynalay_checkpoint: str | None = None
     batch_size: int = 64
     learning_rate: float = 1e-2
     betas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
@@ -77,6 +103,13 @@ class TableConfig:
     data_dir: str | None = None
     device: str = "auto"
     out: str = "docs/results/tradeoff"
+
+
+def model_config(config: TableConfig, widths: tuple[int, ...] | None = None) -> DynaLayConfig:
+    """The main-model config of the table's models (``widths`` for the wider baselines)."""
+    return config_for(
+        get_spec(dataset_of(config.env)), widths or config.widths, strides=config.strides
+    )
 
 
 def _say(message: str) -> None:
@@ -103,17 +136,22 @@ def train_model(name: str, config: TableConfig, seed: int, splits, out_dir: Path
         return json.loads(record_file.read_text())
     recipe, multiplier = MODELS[name]
     widths = tuple(max(1, round(w * multiplier)) for w in config.widths)
-    _say(f"seed {seed}: training {name} ({recipe}, widths {widths}, {config.epochs} epochs)")
-    model, history = train_main_model(
-        splits["train"],
-        epochs=config.epochs,
-        config=config_for(get_spec(dataset_of(config.env)), widths),
-        batch_size=config.batch_size,
-        learning_rate=config.learning_rate,
-        recipe=recipe,
-        seed=seed,
-        device=device,
-    )
+    if name == "dynalay" and config.dynalay_checkpoint is not None:
+        _say(f"seed {seed}: using the trained DynaLay model {config.dynalay_checkpoint}")
+        model, _ = load_main_model(config.dynalay_checkpoint, device)
+        history = []
+    else:
+        _say(f"seed {seed}: training {name} ({recipe}, widths {widths}, {config.epochs} epochs)")
+        model, history = train_main_model(
+            splits["train"],
+            epochs=config.epochs,
+            config=model_config(config, widths),
+            batch_size=config.batch_size,
+            learning_rate=config.learning_rate,
+            recipe=recipe,
+            seed=seed,
+            device=device,
+        )
     n = model.n_blocks
     paths = {"plain": [0], "deq": [n], "dynalay": list(range(n + 1))}[recipe]
     solver = "anderson" if recipe == "deq" else "fpi"
@@ -126,10 +164,18 @@ def train_model(name: str, config: TableConfig, seed: int, splits, out_dir: Path
         "recipe": recipe,
         "widths": list(widths),
         "straight_flops": model.straight_flops(),
-        "epoch_seconds": float(np.mean(seconds)),
-        "backward_share": float(sum(h.backward_seconds for h in history) / sum(seconds)),
+        "epoch_seconds": float(np.mean(seconds)) if seconds else None,
+        "backward_share": (
+            float(sum(h.backward_seconds for h in history) / sum(seconds)) if seconds else None
+        ),
         "paths": {str(a): s for a, s in stats.items()},
     }
+    if name != "dynalay":  # timed like the policies: its path through a sequential env core
+        core, episodes = sequential_core(
+            model, splits["test"], alpha=0.5, beta=0.3, max_steps=1, device=device
+        )
+        timed = run_policy(make_core(core, solver), static_policy(paths[0]), episodes, name)
+        record["ms_per_sample"] = timed.ms_per_sample
     save_main_model(model, model_file, metadata={"table": name, "seed": seed})
     write_json_atomic(record, record_file)
     return record
@@ -198,8 +244,10 @@ def _check_config(config: TableConfig, out: Path) -> None:
     saved_file = out / "table_config.json"
     current = {k: v for k, v in dataclasses.asdict(config).items() if k not in _FREE_KEYS}
     # The main model's defaults (contraction, tol, strides, norm...) shape every number too.
-    spec = get_spec(dataset_of(config.env))
-    current["model_config"] = config_for(spec, config.widths).to_dict()
+    if config.dynalay_checkpoint is not None:
+        trained, _ = load_main_model(config.dynalay_checkpoint)
+        current["dynalay_digest"] = state_digest(trained)
+    current["model_config"] = model_config(config).to_dict()
     current = json.loads(json.dumps(current))  # tuples as lists, like the saved copy
     if saved_file.is_file():
         saved = json.loads(saved_file.read_text())
@@ -218,8 +266,28 @@ def _check_config(config: TableConfig, out: Path) -> None:
 _FREE_KEYS = ("seeds", "device", "out")
 
 
+def validate(config: TableConfig) -> None:
+    """Refuse settings that would make the table compare unlike things."""
+    unknown = sorted(set(config.models) - set(BASELINES))
+    if unknown or "plain" not in config.models:
+        raise ValueError(
+            f"models must include 'plain' and be among {list(BASELINES)}, got {config.models}"
+        )
+    if config.dynalay_checkpoint is not None:
+        trained, _ = load_main_model(config.dynalay_checkpoint)
+        expected = model_config(config)
+        if (trained.config.widths, trained.config.strides) != (expected.widths, expected.strides):
+            raise ValueError(
+                f"the DynaLay model {config.dynalay_checkpoint} has widths "
+                f"{trained.config.widths} and strides {trained.config.strides}; the baselines "
+                f"would get {expected.widths} and {expected.strides}: pass the same --widths "
+                f"and --strides"
+            )
+
+
 def run_table(config: TableConfig) -> dict[str, Any]:
     """Train and evaluate everything for every seed, then aggregate; returns the JSON written."""
+    validate(config)
     out = Path(config.out)
     _check_config(config, out)
     device = resolve_device(config.device)
@@ -228,7 +296,8 @@ def run_table(config: TableConfig) -> dict[str, Any]:
     for seed in config.seeds:
         seed_dir = out / f"seed{seed}"
         models = {
-            name: train_model(name, config, seed, splits, seed_dir, device) for name in MODELS
+            name: train_model(name, config, seed, splits, seed_dir, device)
+            for name in (*config.models, "dynalay")
         }
         per_seed[seed] = {
             "models": models,
@@ -262,25 +331,29 @@ def aggregate(config: TableConfig, per_seed: dict[int, dict[str, Any]]) -> dict[
             **extra,
         }
 
-    for name in MODELS:
+    def timing(records: list[dict]) -> dict[str, Any]:
+        """Training wall time per epoch and backward share (absent for a model not trained
+        here, e.g. ``dynalay_checkpoint``)."""
+        if any(r["epoch_seconds"] is None for r in records):
+            return {}
+        return {
+            "epoch_seconds": _mean_std([r["epoch_seconds"] for r in records]),
+            "backward_share": _mean_std([r["backward_share"] for r in records]),
+        }
+
+    for name in config.models:
         records = [per_seed[s]["models"][name] for s in seeds]
         path = str(max(int(a) for a in records[0]["paths"])) if name == "deq" else "0"
-        if name == "dynalay":
-            continue
         add(
             name,
             "separately trained",
             [r["paths"][path]["accuracy"] for r in records],
             [r["paths"][path]["flops"] / f for r, f in zip(records, plain_flops, strict=True)],
-            epoch_seconds=_mean_std([r["epoch_seconds"] for r in records]),
-            backward_share=_mean_std([r["backward_share"] for r in records]),
+            ms_per_sample=_mean_std([r["ms_per_sample"] for r in records]),
             widths=records[0]["widths"],
+            **timing(records),
         )
-    dynalay = [per_seed[s]["models"]["dynalay"] for s in seeds]
-    timing = {
-        "epoch_seconds": _mean_std([r["epoch_seconds"] for r in dynalay]),
-        "backward_share": _mean_std([r["backward_share"] for r in dynalay]),
-    }
+    dynalay_timing = timing([per_seed[s]["models"]["dynalay"] for s in seeds])
 
     def key(policy: dict) -> str:  # the threshold's loop path may differ between seeds
         return policy["name"].split(" (loop-")[0]
@@ -296,7 +369,12 @@ def aggregate(config: TableConfig, per_seed: dict[int, dict[str, Any]]) -> dict[
             [p["relative_flops"] for p in found],
             action_frequencies=np.mean([p["action_frequencies"] for p in found], 0).tolist(),
             parameter=found[0].get("parameter"),
-            **(timing if "NOP" in name else {}),
+            **(
+                {"ms_per_sample": _mean_std([p["ms_per_sample"] for p in found])}
+                if found[0]["ms_per_sample"] is not None
+                else {}
+            ),
+            **(dynalay_timing if "NOP" in name else {}),
         )
     return {
         "config": {**dataclasses.asdict(config), "seeds": seeds},
@@ -359,21 +437,22 @@ def targets(rows: dict[str, Any]) -> list[dict[str, Any]]:
             "met": not below,
         }
     )
-    wide = [
-        f"{a} beats {w}"
-        for a in agents
-        for w in ("plain-2x", "plain-4x")
-        if acc[a] > acc[w] and flops[a] <= flops[w]
-    ]
-    out.append(
-        {
-            "target": "stretch: an agent more accurate than a wider plain CNN at no more FLOPs",
-            "measured": "; ".join(wide)
-            or f"plain-2x {acc['plain-2x']:.2%} at {flops['plain-2x']:.2f}x, plain-4x "
-            f"{acc['plain-4x']:.2%} at {flops['plain-4x']:.2f}x",
-            "met": bool(wide),
-        }
-    )
+    wider = [w for w in ("plain-2x", "plain-4x") if w in acc]
+    if wider:
+        wide = [
+            f"{a} beats {w}"
+            for a in agents
+            for w in wider
+            if acc[a] > acc[w] and flops[a] <= flops[w]
+        ]
+        out.append(
+            {
+                "target": "stretch: an agent more accurate than a wider plain CNN at no more FLOPs",
+                "measured": "; ".join(wide)
+                or ", ".join(f"{w} {acc[w]:.2%} at {flops[w]:.2f}x" for w in wider),
+                "met": bool(wide),
+            }
+        )
     return out
 
 
@@ -384,15 +463,17 @@ def _fmt(stat: dict[str, float], scale: float = 1.0, digits: int = 2, unit: str 
 def tradeoff_markdown(summary: dict[str, Any]) -> str:
     config = summary["config"]
     lines = [
-        "| model / policy | test accuracy (%) | FLOPs (x plain CNN) | s / epoch | backward share |",
-        "|---|---|---|---|---|",
+        "| model / policy | test accuracy (%) | FLOPs (x plain CNN) | ms / test image "
+        "| s / training epoch | backward share |",
+        "|---|---|---|---|---|---|",
     ]
     for name, row in summary["rows"].items():
+        wall = _fmt(row["ms_per_sample"], digits=3) if "ms_per_sample" in row else ""
         epoch = _fmt(row["epoch_seconds"], digits=1) if "epoch_seconds" in row else ""
         share = _fmt(row["backward_share"], 100, 0, "%") if "backward_share" in row else ""
         lines.append(
             f"| {name} | {_fmt(row['accuracy'], 100)} | {_fmt(row['relative_flops'])} | "
-            f"{epoch} | {share} |"
+            f"{wall} | {epoch} | {share} |"
         )
     lines += ["", "| target | measured (mean over seeds) | verdict |", "|---|---|---|"]
     for target in summary["targets"]:
@@ -407,6 +488,11 @@ def tradeoff_markdown(summary: dict[str, Any]) -> str:
         f"{config['holdout_size']}-image holdout. Test split: all of it unless eval_size is set "
         f"({config['eval_size']}).",
     ]
+    if config.get("dynalay_checkpoint"):
+        lines.append(
+            f"The DynaLay model was not trained here: {config['dynalay_checkpoint']} (trained "
+            "with the same images, epochs and schedule as the baselines; see its provenance)."
+        )
     return "\n".join(lines) + "\n"
 
 
@@ -472,3 +558,74 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> Path:
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, format="png"))
     plt.close(fig)
     return path
+
+
+# ----- the demo ------------------------------------------------------------------------------------
+def demo_config(
+    out: str = "runs/demo",
+    betas: Sequence[float] = (0.03, 0.1, 0.3),
+    total_timesteps: int = 50000,
+    device: str = "auto",
+) -> TableConfig:
+    """The table for ``make demo``: the Fashion-MNIST model shipped with the package against a
+    plain CNN trained here with exactly the settings the shipped model records (same images,
+    epochs, batch, schedule, seed), and PPO agents trained here on the shipped model."""
+    spec = get_spec("FashionMNIST")
+    checkpoint, provenance = shipped_model_path(spec), shipped_model_provenance(spec)
+    if checkpoint is None or provenance is None:
+        raise FileNotFoundError(
+            f"no shipped FashionMNIST model in {SHIPPED_DIR}; reinstall the package, or make one "
+            "with `python -m dynalay_env.pretrain --dataset FashionMNIST --output "
+            f"{SHIPPED_DIR / 'FashionMNIST.pt'}`"
+        )
+    settings, model = provenance["settings"], provenance["config"]
+    return TableConfig(
+        env="DynaLay-FashionMNIST-v0",
+        seeds=(settings["seed"],),
+        epochs=settings["epochs"],
+        train_size=settings["train_size"],
+        widths=tuple(model["widths"]),
+        strides=tuple(model["strides"]),
+        models=("plain",),
+        dynalay_checkpoint=str(checkpoint),
+        batch_size=settings["batch_size"],
+        learning_rate=settings["lr"],
+        betas=tuple(sorted(betas)),
+        total_timesteps=total_timesteps,
+        holdout_size=settings["holdout_size"],
+        data_seed=settings["data_seed"],
+        device=device,
+        out=out,
+    )
+
+
+def demo_report(summary: dict[str, Any]) -> str:
+    """The agents side by side with the plain CNN, loop-all and the confidence threshold, and
+    whether each agent is at least as accurate as the separately trained plain CNN."""
+    rows = summary["rows"]
+    plain = rows["plain"]
+    loops = [n for n in rows if n.startswith("DynaLay static loop-")]
+    loop_all = max(loops, key=lambda name: int(name.rsplit("-", 1)[1]))
+    shown = ["plain", "DynaLay static NOP (plain CNN)", loop_all]
+    shown += [n for n, r in rows.items() if r["kind"] in ("threshold", "agent")]
+    lines = [
+        f"{'':44s} {'test acc':>9s} {'FLOPs':>7s} {'ms/image':>9s}",
+    ]
+    for name in shown:
+        row = rows[name]
+        label = "plain CNN (trained here, same budget)" if name == "plain" else name
+        wall = row.get("ms_per_sample", {}).get("mean")
+        lines.append(
+            f"{label:44s} {100 * row['accuracy']['mean']:8.2f}% "
+            f"{row['relative_flops']['mean']:6.2f}x {'' if wall is None else f'{wall:9.3f}'}"
+        )
+    lines.append("")
+    for name, row in rows.items():
+        if row["kind"] == "agent":
+            gain = 100 * (row["accuracy"]["mean"] - plain["accuracy"]["mean"])
+            verdict = "yes" if gain >= 0 else "NO"
+            lines.append(
+                f"{name}: {gain:+.2f} points over the plain CNN at "
+                f"{row['relative_flops']['mean']:.2f}x its FLOPs -> at least as accurate: {verdict}"
+            )
+    return "\n".join(lines)

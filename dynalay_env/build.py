@@ -7,7 +7,7 @@ from collections.abc import Mapping
 
 from dynalay_env.core import DynaLayCore
 from dynalay_env.data import SPLITS, ImageSplit, check_holdout_unseen, get_spec, load_splits
-from dynalay_env.models import DEFAULT_WIDTHS, obtain_main_model, resolve_device
+from dynalay_env.models import obtain_main_model, resolve_device
 from main_model import DynaLayNet
 
 
@@ -32,7 +32,8 @@ def build_core(
     penalty: str = "consecutive",
     device: str = "auto",
     pretrain_epochs: int = 20,
-    widths: tuple[int, ...] = DEFAULT_WIDTHS,
+    widths: tuple[int, ...] | None = None,
+    pretrain_limit_minutes: float | None = None,
     progress: bool = True,
 ) -> DynaLayCore:
     """Load the data and the main model and build a :class:`DynaLayCore` with ``num_slots``.
@@ -42,7 +43,9 @@ def build_core(
         dataset: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST`` or ``MNIST``.
         split: where episodes come from: ``holdout`` (agent training; the main model never saw
             it), ``test`` (evaluation) or ``train``.
-        checkpoint: a main-model checkpoint; default: the cached pretrained one, else pre-train.
+        checkpoint: a main-model checkpoint; default: the cached pretrained one, else the one
+            shipped with the package (Fashion-MNIST), else pre-train one (see
+            :mod:`dynalay_env.models`).
         model: a main model object to use as is (shared with a trainer, for example).
         splits: in-memory splits ({"train", "holdout", "test"} -> ImageSplit) instead of files.
         data_dir: where to look first for the dataset files.
@@ -58,7 +61,10 @@ def build_core(
         penalty: ``consecutive`` (default) or ``layer``: what multiplies ``beta * cost`` in a
             loop's reward (see :class:`~dynalay_env.core.DynaLayCore`).
         device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
-        pretrain_epochs, widths: how to pre-train a main model when none is cached.
+        pretrain_epochs, widths: how to pre-train a main model when none is cached or shipped
+            (a given ``widths`` also selects the cached or shipped model: only one with them).
+        pretrain_limit_minutes: refuse (``PretrainTooLongError``) a pre-training estimated to
+            take longer; default ``$DYNALAY_PRETRAIN_LIMIT_MINUTES`` or 10.
         progress: print progress bars and where the model came from.
     """
     if split not in SPLITS:
@@ -80,6 +86,7 @@ def build_core(
         widths=widths,
         device=resolved_device,
         progress=progress,
+        pretrain_limit_minutes=pretrain_limit_minutes,
     )
     if split == "holdout":
         if checkpoint is not None:
@@ -87,7 +94,7 @@ def build_core(
         elif model is not None:
             model_name = "the given main model"
         else:
-            model_name = f"the cached {spec.name} main model"
+            model_name = f"the cached or shipped {spec.name} main model"
         check_holdout_unseen(main_model.provenance, splits["holdout"], model_name)
     return DynaLayCore(
         main_model,

@@ -2,23 +2,34 @@
 
 python -m dynalay_env.pretrain --dataset FashionMNIST --epochs 20
 python -m dynalay_env.pretrain --dataset CIFAR10 --download      # fetch CIFAR-10 first
+
+Beside the checkpoint it writes ``<output>.json``: the command, the training settings, the
+model's digest and every path's accuracy, loss and FLOPs on the test split (how the model that
+ships with the package is documented; see ``dynalay_env/shipped/``).
 """
 
 from __future__ import annotations
 
 import argparse
+import platform
+import shlex
 import sys
+import time
+
+import torch
 
 from dynalay_env.data import DATASETS, DataNotFoundError, load_splits
 from dynalay_env.models import (
     DEFAULT_WIDTHS,
     cached_model_path,
     config_for,
-    pretrain_main_model,
+    iterate_batches,
     resolve_device,
+    train_main_model,
 )
 from main_model import save_main_model
-from main_model.train import RECIPES
+from main_model.checkpoint import state_digest, write_json_atomic
+from main_model.train import RECIPES, path_statistics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -28,38 +39,94 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--dataset", default="CIFAR10", choices=sorted(DATASETS))
     parser.add_argument("--epochs", type=int, default=20, help="warm-up epochs (default: 20)")
     parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
+    parser.add_argument(
+        "--strides",
+        type=int,
+        nargs="+",
+        default=None,
+        help="default: 1 for the first block, 2 after",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam peak learning rate (cosine)")
     parser.add_argument("--recipe", default="dynalay", choices=sorted(RECIPES))
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument(
+        "--train-size", type=int, default=None, help="train on this many images (default: all)"
+    )
+    parser.add_argument("--holdout-size", type=int, default=5000)
+    parser.add_argument("--data-seed", type=int, default=0, help="seeds the holdout split")
     parser.add_argument("--data-dir", default=None, help="where to look for the data first")
     parser.add_argument("--download", action="store_true", help="let torchvision download")
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", default=None, help="default: the cache the envs read")
     args = parser.parse_args(argv)
     try:
-        splits = load_splits(args.dataset, args.data_dir, download=args.download)
+        splits = load_splits(
+            args.dataset,
+            args.data_dir,
+            args.holdout_size,
+            args.data_seed,
+            args.download,
+            train_size=args.train_size,
+        )
     except DataNotFoundError as error:
         print(error, file=sys.stderr)
         return 2
     spec = splits["train"].spec
-    model = pretrain_main_model(
+    device = resolve_device(args.device)
+    started = time.perf_counter()
+    model, history = train_main_model(
         splits["train"],
         epochs=args.epochs,
-        config=config_for(spec, tuple(args.widths)),
+        config=config_for(spec, tuple(args.widths), strides=args.strides),
         batch_size=args.batch_size,
         learning_rate=args.lr,
         recipe=args.recipe,
         seed=args.seed,
-        device=resolve_device(args.device),
-        eval_split=splits["test"],
+        device=device,
     )
+    training_seconds = time.perf_counter() - started
+    test = path_statistics(model, iterate_batches(splits["test"].to(device), 256))
+    straight_flops = test[0]["flops"]
+    for action, stats in test.items():
+        name = "NOP" if action == 0 else f"loop-{action}"
+        print(
+            f"{name}: test accuracy {100 * stats['accuracy']:.2f}%, "
+            f"{stats['flops'] / straight_flops:.2f}x the straight pass's FLOPs",
+            file=sys.stderr,
+        )
     path = save_main_model(
         model,
         args.output or cached_model_path(spec),
         metadata={"dataset": spec.name, "epochs": args.epochs, "seed": args.seed},
     )
-    print(f"saved the pretrained {spec.name} main model to {path}")
+    write_json_atomic(
+        {
+            "command": "python -m dynalay_env.pretrain "
+            + shlex.join(sys.argv[1:] if argv is None else argv),
+            "dataset": spec.name,
+            "settings": {k: v for k, v in vars(args).items() if k not in ("output", "download")},
+            "config": model.config.to_dict(),
+            "state_digest": state_digest(model),
+            "training_images": len(splits["train"]),
+            "training_seconds": round(training_seconds, 1),
+            "epoch_seconds": [round(epoch.seconds, 1) for epoch in history],
+            "machine": f"{platform.machine()} {device.type}, torch {torch.__version__}, "
+            f"{torch.get_num_threads()} threads",
+            "test": {
+                ("NOP" if action == 0 else f"loop-{action}"): {
+                    "accuracy": stats["accuracy"],
+                    "loss": stats["loss"],
+                    "flops": stats["flops"],
+                    "relative_flops": stats["flops"] / straight_flops,
+                    "iterations": stats["iterations"],
+                }
+                for action, stats in test.items()
+            },
+        },
+        path.with_suffix(".json"),
+    )
+    print(f"saved the pretrained {spec.name} main model to {path} (provenance beside it)")
     return 0
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,7 @@ from agents.evaluate import (
     static_policy,
     threshold_policy,
 )
+from agents.tradeoff import demo_report
 from agents.trainer import AlternatingTrainer
 from dynalay_env.core import DynaLayCore
 from dynalay_env.data import get_spec, load_splits, split_training_set
@@ -470,3 +472,62 @@ def test_table_trains_every_baseline_per_seed_resumes_and_refuses_other_settings
         run_rl.main([*flags[:-2], "--out", str(out), "--epochs", "2"])
     assert exit_info.value.code == 2
     assert "other settings (epochs" in capsys.readouterr().err
+
+
+def test_table_on_a_given_dynalay_model_trains_only_the_chosen_baselines(tiny_data, tmp_path):
+    """What `run_rl.py demo` does with the shipped model, on tiny files: the given DynaLay model
+    is used as is, the plain CNN is trained and timed like every policy, and a DynaLay model of
+    another shape than the baselines is refused."""
+    trained = tmp_path / "dynalay.pt"
+    base = [*TINY_TABLE[:-3], "--seeds", "0", "--data-dir", str(tiny_data)]
+    assert run_rl.main([*base, "--models", "plain", "--out", str(tmp_path / "first")]) == 0
+    shutil.copy(tmp_path / "first" / "seed0" / "dynalay.pt", trained)
+    flags = [*base, "--models", "plain", "--dynalay-checkpoint", str(trained)]
+    assert run_rl.main([*flags, "--out", str(tmp_path / "given")]) == 0
+    seed_dir = tmp_path / "given" / "seed0"
+    assert sorted(p.name for p in seed_dir.glob("*.pt")) == ["dynalay.pt", "plain.pt"]
+    given, _ = load_main_model(trained)
+    used, _ = load_main_model(seed_dir / "dynalay.pt")
+    assert state_digest(used) == state_digest(given)
+    summary = json.loads((tmp_path / "given" / "tradeoff.json").read_text())
+    rows = summary["rows"]
+    assert "plain-2x" not in rows and "deq" not in rows
+    assert rows["plain"]["ms_per_sample"]["mean"] > 0
+    assert "epoch_seconds" not in rows["DynaLay static NOP (plain CNN)"]  # not trained here
+    assert "not trained here" in (tmp_path / "given" / "tradeoff.md").read_text()
+    with pytest.raises(SystemExit) as exit_info:
+        run_rl.main([*flags, "--widths", "3", "3", "3", "--out", str(tmp_path / "other")])
+    assert exit_info.value.code == 2
+
+
+def test_demo_report_says_for_each_agent_whether_it_beats_the_plain_cnn():
+    def row(kind, accuracy, flops, ms=0.1):
+        return {
+            "kind": kind,
+            "accuracy": {"mean": accuracy, "std": 0.0},
+            "relative_flops": {"mean": flops, "std": 0.0},
+            "ms_per_sample": {"mean": ms, "std": 0.0},
+        }
+
+    summary = {
+        "rows": {
+            "plain": row("separately trained", 0.88, 1.0),
+            "DynaLay static NOP (plain CNN)": row("static", 0.879, 1.0),
+            "DynaLay static loop-1": row("static", 0.882, 3.0),
+            "DynaLay static loop-3": row("static", 0.886, 7.0),
+            "DynaLay threshold tau=0.7": row("threshold", 0.885, 2.5),
+            "DynaLay agent beta=0.1": row("agent", 0.8835, 2.0),
+            "DynaLay agent beta=1": row("agent", 0.879, 1.1),
+        }
+    }
+    report = demo_report(summary)
+    assert "DynaLay static loop-3" in report and "DynaLay static loop-1" not in report
+    assert "DynaLay agent beta=0.1: +0.35 points over the plain CNN at 2.00x" in report
+    assert (
+        "beta=0.1: +0.35 points over the plain CNN at 2.00x its FLOPs -> at least as accurate: yes"
+        in report
+    )
+    assert (
+        "beta=1: -0.10 points over the plain CNN at 1.10x its FLOPs -> at least as accurate: NO"
+        in report
+    )
