@@ -19,9 +19,7 @@ import sys
 import time
 from pathlib import Path
 
-import yaml
-
-from agents.config import HYPERPARAMS_FILE, TrainConfig
+from agents.config import HYPERPARAMS_FILE, RunConfigMismatch, TrainConfig, load_run_config
 from agents.trainer import ALGORITHMS, AlternatingTrainer
 from dynalay_env import ENV_IDS, DataNotFoundError
 from dynalay_env.core import PENALTIES
@@ -183,6 +181,28 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
     )
 
 
+#: Flags whose argparse name is not the TrainConfig field they set.
+FIELD_OF_FLAG = {"lr": "learning_rate"}
+
+
+def resume_conflicts(
+    args: argparse.Namespace, argv: list[str] | None, saved: TrainConfig
+) -> list[str]:
+    """``--flag given (saved: value)`` for each flag on the command line that contradicts the
+    resumed run's config; flags left out, or equal to the saved values, are fine."""
+    unset = object()
+    written = build_parser()  # the same flags, with a default no command line can produce
+    written.set_defaults(**dict.fromkeys(vars(args), unset))
+    given = {dest for dest, value in vars(written.parse_args(argv)).items() if value is not unset}
+    given.discard("resume")
+    differences = saved.differences(config_from_args(args))
+    return [
+        f"--{dest.replace('_', '-')} {differences[field][1]!r} (saved: {differences[field][0]!r})"
+        for dest in sorted(given)
+        if (field := FIELD_OF_FLAG.get(dest, dest)) in differences
+    ]
+
+
 def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
     """Parse and check the flags; exits with code 2 and a clear message when they are wrong."""
     parser = build_parser()
@@ -193,9 +213,15 @@ def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
             parser.error(
                 f"--resume {run_dir}: no config.yaml there; is it a DynaLay run directory?"
             )
-        saved = yaml.safe_load((run_dir / "config.yaml").read_text())
-        saved.pop("resolved_device", None)
-        return TrainConfig.from_dict(saved), run_dir
+        saved = load_run_config(run_dir)
+        conflicts = resume_conflicts(args, argv, saved)
+        if conflicts:
+            parser.error(
+                f"--resume {run_dir} continues the run with the settings in its config.yaml; "
+                f"these flags contradict them: {'; '.join(conflicts)}. Drop them to resume, or "
+                "start a new run without --resume"
+            )
+        return saved, run_dir
     if args.env not in ENV_IDS.values():
         parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
@@ -228,7 +254,7 @@ def format_summary(summary: dict) -> str:
 
 
 def eval_main(argv: list[str]) -> int:
-    from agents.experiments import DEFAULT_TAUS, evaluate_run
+    from agents.experiments import DEFAULT_TAUS, evaluate_run, final_checkpoints
 
     parser = argparse.ArgumentParser(
         prog="run_rl.py eval",
@@ -243,9 +269,14 @@ def eval_main(argv: list[str]) -> int:
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
-    for needed in ("config.yaml", "checkpoints/main_model.pt", "checkpoints/agent.zip"):
-        if not (run_dir / needed).is_file():
-            parser.error(f"{run_dir / needed} is missing; is {run_dir} a finished run directory?")
+    if not (run_dir / "config.yaml").is_file():
+        parser.error(
+            f"{run_dir / 'config.yaml'} is missing; is {run_dir} a finished run directory?"
+        )
+    try:
+        final_checkpoints(run_dir)
+    except FileNotFoundError as error:
+        parser.error(str(error))
     results = evaluate_run(run_dir, args.eval_size, args.taus, args.device)
     print((run_dir / "results.md").read_text())
     print(f"wrote {run_dir / 'results.md'}, results.json and plots to {run_dir}")
@@ -270,6 +301,12 @@ def sweep_main(argv: list[str]) -> int:
     sweep_dir = Path(config.logdir) / f"sweep_{config.env}_{config.algo}_s{config.seed}"
     try:
         beta_sweep(config, sorted(args.betas), sweep_dir, config.eval_size, args.taus)
+    except RunConfigMismatch as error:
+        advice = (
+            f"sweep directories are named by env, algo and seed only: run a sweep with other "
+            f"settings under another --logdir, or delete {sweep_dir}"
+        )
+        parser.error(str(RunConfigMismatch(error.run_dir, error.differences, advice)))
     except DataNotFoundError as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
@@ -392,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = AlternatingTrainer(config, run_dir)
         summary = trainer.run()
-    except (DataNotFoundError, SplitOverlapError) as error:
+    except (DataNotFoundError, SplitOverlapError, RunConfigMismatch) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

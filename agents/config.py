@@ -10,6 +10,7 @@ from typing import Any
 import yaml
 
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
+CONFIG_FILE = "config.yaml"  # in a run directory: the run's resolved TrainConfig
 
 
 @dataclass
@@ -65,6 +66,50 @@ class TrainConfig:
         if "widths" in values:
             values["widths"] = tuple(values["widths"])
         return cls(**values)
+
+    def phases(self) -> list[str]:
+        """The run's phases in order; each names its checkpoint folder (``agents.trainer``)."""
+        kinds = ("rl", "supervised") if self.supervised_epochs > 0 else ("rl",)
+        phases = ["pretrain"] + [f"round{r}/{k}" for r in range(1, self.rounds + 1) for k in kinds]
+        if self.supervised_epochs > 0:
+            phases.append("final/rl")  # the agent adapts to the model the last phase left
+        return phases
+
+    def differences(self, other: TrainConfig) -> dict[str, tuple[Any, Any]]:
+        """``{field: (this value, other's value)}`` for every field where the two differ.
+
+        Compared as YAML-plain data (tuples as lists), the form a saved config.yaml reads back.
+        """
+        mine, theirs = _plain(self.to_dict()), _plain(other.to_dict())
+        return {key: (mine[key], theirs[key]) for key in mine if mine[key] != theirs[key]}
+
+
+class RunConfigMismatch(ValueError):
+    """A run directory holds a run made with other settings than the ones asked for."""
+
+    def __init__(
+        self,
+        run_dir: Path,
+        differences: dict[str, tuple[Any, Any]],
+        advice: str = "choose another directory or delete it",
+    ) -> None:
+        self.run_dir = Path(run_dir)
+        self.differences = differences
+        changed = "; ".join(
+            f"{key}: {saved!r} there, {given!r} now" for key, (saved, given) in differences.items()
+        )
+        super().__init__(f"{run_dir} holds a run made with other settings ({changed}); {advice}")
+
+
+def load_run_config(run_dir: Path) -> TrainConfig:
+    """The TrainConfig saved in ``run_dir/config.yaml`` (its resolved device left out)."""
+    saved = yaml.safe_load((Path(run_dir) / CONFIG_FILE).read_text())
+    saved.pop("resolved_device", None)
+    return TrainConfig.from_dict(saved)
+
+
+def _plain(values: Any) -> Any:
+    return yaml.safe_load(yaml.safe_dump(values))
 
 
 def algo_hyperparams(algo: str, env_id: str, conf: str | None = None) -> dict[str, Any]:

@@ -13,11 +13,11 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-import yaml
 from stable_baselines3.common.vec_env import VecNormalize
 
-from agents.config import TrainConfig
+from agents.config import TrainConfig, load_run_config
 from agents.evaluate import PolicyResult, best_loop_on, evaluate_all, sequential_core
+from agents.files import AGENT_FILE, MODEL_FILE, NORMALIZE_FILE, RunDirectory
 from agents.report import (
     plot_action_frequencies,
     plot_beta_sweep,
@@ -26,7 +26,7 @@ from agents.report import (
     reward_curve_from_events,
     write_results,
 )
-from agents.trainer import ALGORITHMS, NORMALIZE_FILE, AlternatingTrainer, dataset_of
+from agents.trainer import ALGORITHMS, AlternatingTrainer, dataset_of
 from dynalay_env.data import load_splits
 from dynalay_env.models import resolve_device
 from main_model import load_main_model
@@ -34,10 +34,9 @@ from main_model import load_main_model
 DEFAULT_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-def load_run_config(run_dir: Path) -> TrainConfig:
-    saved = yaml.safe_load((Path(run_dir) / "config.yaml").read_text())
-    saved.pop("resolved_device", None)
-    return TrainConfig.from_dict(saved)
+def final_checkpoints(run_dir: Path) -> Path:
+    """The folder with the run's final main model and agent (its last complete phase's)."""
+    return RunDirectory(run_dir).final_folder(load_run_config(run_dir).phases())
 
 
 def _say(message: str) -> None:
@@ -46,7 +45,7 @@ def _say(message: str) -> None:
 
 def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None):
     """The run's main model over the test split, and its best loop path on the holdout."""
-    model, _ = load_main_model(Path(run_dir) / "checkpoints" / "main_model.pt", device)
+    model, _ = load_main_model(final_checkpoints(run_dir) / MODEL_FILE, device)
     splits = load_splits(
         dataset_of(config.env),
         config.data_dir,
@@ -69,8 +68,8 @@ def _test_core(config: TrainConfig, run_dir: Path, device, eval_size: int | None
 
 def load_agent_policy(run_dir: Path, algo: str, device):
     """The run's agent, deterministic, with its observation normalisation when it has one."""
-    checkpoints = Path(run_dir) / "checkpoints"
-    agent = ALGORITHMS[algo].load(checkpoints / "agent.zip", device=device)
+    checkpoints = final_checkpoints(run_dir)
+    agent = ALGORITHMS[algo].load(checkpoints / AGENT_FILE, device=device)
     stats_file = checkpoints / NORMALIZE_FILE
     if not stats_file.is_file():
         return lambda observations: agent.predict(observations, deterministic=True)[0]
@@ -122,6 +121,8 @@ def beta_sweep(
 
     The first beta's run pre-trains the main model (or loads ``base.checkpoint``); the others
     start from its checkpoint with no supervised phase, so every agent sees the same model.
+    A beta's finished run is reused only when it was made with the same settings; otherwise
+    :class:`~agents.config.RunConfigMismatch` is raised before anything is trained or written.
     """
     sweep_dir = Path(sweep_dir)
     run_dirs: dict[float, Path] = {}
@@ -134,7 +135,7 @@ def beta_sweep(
         print(f"sweep: training the agent for beta={beta:g} in {run_dir}", file=sys.stderr)
         AlternatingTrainer(config, run_dir).run()
         run_dirs[beta] = run_dir
-        shared_checkpoint = str(run_dirs[betas[0]] / "checkpoints" / "main_model.pt")
+        shared_checkpoint = str(final_checkpoints(run_dirs[betas[0]]) / MODEL_FILE)
 
     resolved = resolve_device(base.device)
     first = run_dirs[betas[0]]

@@ -7,20 +7,24 @@ agent picks, with a share ``exploration`` of uniformly random paths so no path i
 then ``final/rl``: the agent adapts to the main model the last supervised phase left, so the
 agent that is evaluated and saved has acted on exactly the model saved beside it.
 
-Run directory::
+Run directory (layout and manifests: :mod:`agents.files`)::
 
     config.yaml            the full resolved configuration (and the algorithm's kwargs)
-    progress.json          the phases completed so far (written atomically after each phase)
-    checkpoints/main_model.pt, checkpoints/agent.zip   after every phase (atomic)
+    checkpoints/<phase>/   main_model.pt, agent.zip, vecnormalize.pkl, replay_buffer.pkl (DQN),
+                           and manifest.json, written last, with their SHA-256 checksums
+    progress.json          the phases completed so far (for people; the manifests decide)
     tb/                    TensorBoard events          log.txt   the run's log
     summary.json           the final test-split summary
 
-``resume`` continues after the last completed phase; Ctrl-C keeps what finished.
+Every phase starts from the previous phase's files, read back from disk, and from a seed of its
+own, also in a run that was never interrupted: so ``resume`` (after Ctrl-C, a crash or SIGKILL)
+re-runs the unfinished phase exactly as it would have run, and ends with the same weights.
 """
 
 from __future__ import annotations
 
-import json
+import dataclasses
+import hashlib
 import logging
 import sys
 import time
@@ -32,15 +36,26 @@ import torch
 import yaml
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import configure
+from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
+from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.utils.tensorboard import SummaryWriter
 from tqdm.auto import tqdm
 
 from agents.callbacks import DynaLayMetricsCallback
-from agents.config import TrainConfig, algo_hyperparams
+from agents.config import CONFIG_FILE, RunConfigMismatch, TrainConfig, algo_hyperparams
 from agents.evaluate import PolicyResult, run_policy, sequential_core
-from agents.files import atomic_write, write_json_atomic
+from agents.files import (
+    AGENT_FILE,
+    MODEL_FILE,
+    NORMALIZE_FILE,
+    REPLAY_BUFFER_FILE,
+    PhaseRecord,
+    RunDirectory,
+    atomic_write,
+    write_json_atomic,
+)
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env import ENV_IDS
 from dynalay_env.core import first_observation
@@ -51,7 +66,6 @@ from main_model.checkpoint import state_digest
 from main_model.train import get_recipe, train_epoch
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-NORMALIZE_FILE = "vecnormalize.pkl"
 log = logging.getLogger("dynalay")
 
 
@@ -62,22 +76,27 @@ def dataset_of(env_id: str) -> str:
     raise ValueError(f"unknown env id {env_id!r}; choose one of {sorted(ENV_IDS.values())}")
 
 
+def phase_seed(seed: int, phase: str) -> int:
+    """The seed a phase draws from: fixed by the run's seed and the phase's name alone, so a
+    phase re-run after a crash draws exactly what it drew the first time."""
+    digest = hashlib.sha256(f"{seed}:{phase}".encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
 class AlternatingTrainer:
-    """Runs (or resumes) the phases of one training run in ``run_dir``."""
+    """Runs (or resumes) the phases of one training run in ``run_dir``.
+
+    Raises :class:`~agents.config.RunConfigMismatch` when ``run_dir`` already holds a run made
+    with other settings: its phases are never reused for, or mixed with, another config.
+    """
 
     def __init__(self, config: TrainConfig, run_dir: Path) -> None:
         self.config = config
         self.run_dir = Path(run_dir)
-        self.checkpoints = self.run_dir / "checkpoints"
-        self.checkpoints.mkdir(parents=True, exist_ok=True)
+        self.files = RunDirectory(self.run_dir)
         self.device = resolve_device(config.device)
         self.dataset = dataset_of(config.env)
-        kinds = ("rl", "supervised") if config.supervised_epochs > 0 else ("rl",)
-        self.phases = ["pretrain"] + [
-            f"round{r}/{kind}" for r in range(1, config.rounds + 1) for kind in kinds
-        ]
-        if config.supervised_epochs > 0:
-            self.phases.append("final/rl")
+        self.phases = config.phases()
         self.algo_kwargs = {
             **algo_hyperparams(config.algo, config.env, config.conf),
             **config.algo_kwargs,
@@ -87,21 +106,20 @@ class AlternatingTrainer:
         self.normalize: dict[str, Any] | None = (
             dict(normalize) if isinstance(normalize, dict) else ({} if normalize else None)
         )
-        self.obs_normalizer: VecNormalize | None = None
-        self.core = None
-        self.progress_file = self.run_dir / "progress.json"
-        progress = (
-            json.loads(self.progress_file.read_text()) if self.progress_file.is_file() else {}
-        )
-        self.completed: list[str] = progress.get("completed", [])
-        #: state_digest of the main model the agent last learned on (None before any RL phase).
-        self.agent_model_digest: str | None = progress.get("agent_model_digest")
-        self._setup_logging()
         self._write_config()
+        self._setup_logging()
         self.splits = self._load_data()
         self.model: DynaLayNet | None = None
         self.agent: BaseAlgorithm | None = None
-        self.last_rl_reward = 0.0
+        self.obs_normalizer: VecNormalize | None = None
+        self.core = None
+        self._sb3_logger: Logger | None = None
+        self.completed: list[str] = []
+        #: What a phase hands to the next beside its files (saved in its manifest):
+        #: ``agent_model_digest``, the state_digest of the main model the agent last learned on
+        #: (None before any RL phase), and ``last_rl_reward``, its mean episode reward.
+        self.state: dict[str, Any] = {"agent_model_digest": None, "last_rl_reward": 0.0}
+        self.phase_seed = config.seed  # the seed of the phase under way (phase_seed)
 
     # ----- setup ------------------------------------------------------------------------------
     def _setup_logging(self) -> None:
@@ -111,10 +129,19 @@ class AlternatingTrainer:
         log.setLevel(logging.INFO)
 
     def _write_config(self) -> None:
-        resolved = {**self.config.to_dict(), "algo_kwargs": self.algo_kwargs}
-        resolved["resolved_device"] = str(self.device)
+        """Save the resolved config, or check that the one already in ``run_dir`` is the same."""
+        resolved_config = dataclasses.replace(self.config, algo_kwargs=self.algo_kwargs)
+        config_file = self.run_dir / CONFIG_FILE
+        if config_file.is_file():
+            saved = yaml.safe_load(config_file.read_text())
+            saved.pop("resolved_device", None)
+            differences = TrainConfig.from_dict(saved).differences(resolved_config)
+            if differences:
+                raise RunConfigMismatch(self.run_dir, differences)
+            return
+        resolved = {**resolved_config.to_dict(), "resolved_device": str(self.device)}
         text = yaml.safe_dump(resolved, sort_keys=False)
-        atomic_write(self.run_dir / "config.yaml", lambda tmp: Path(tmp).write_text(text))
+        atomic_write(config_file, lambda tmp: Path(tmp).write_text(text))
 
     def _load_data(self):
         config = self.config
@@ -128,17 +155,17 @@ class AlternatingTrainer:
         )
         return {name: split.to(self.device) for name, split in splits.items()}
 
-    def _make_env(self):
+    def _make_env(self, stats: Path | None = None):
         """The SB3 env over the holdout; wrapped in VecNormalize when the hyperparameters ask.
 
-        Normalisation statistics are restored from the run's checkpoint when there is one.
+        ``stats``: a saved VecNormalize whose statistics the wrapper continues from.
         """
         env = self._make_raw_env()
         self.core = env.venv.vector_env.unwrapped.core
+        self.obs_normalizer = None
         if self.normalize is None:
             return env
-        stats = self.checkpoints / NORMALIZE_FILE
-        if stats.is_file():
+        if stats is not None:
             self.obs_normalizer = VecNormalize.load(str(stats), env)
         else:
             self.obs_normalizer = VecNormalize(env, **self.normalize)
@@ -165,26 +192,31 @@ class AlternatingTrainer:
             device=str(self.device),
         )
 
-    def _tensorboard_logger(self):
-        return configure(str(self.run_dir / "tb"), ["tensorboard", "log", "csv"])
+    def _tensorboard_logger(self) -> Logger:
+        """One SB3 logger per process (its CSV file is reopened, emptied, by each new one)."""
+        if self._sb3_logger is None:
+            self._sb3_logger = configure(str(self.run_dir / "tb"), ["tensorboard", "log", "csv"])
+        return self._sb3_logger
 
     # ----- phases ---------------------------------------------------------------------------
     def run(self) -> dict[str, Any]:
         """Run every phase not completed yet, then evaluate on the test split."""
-        self._restore()
+        record = self._resume_point()
+        start = 0 if record is None else self.phases.index(record.phase) + 1
         try:
-            for phase in self.phases:
-                if phase in self.completed:
-                    continue
+            for phase in self.phases[start:]:
+                self._load(record)
                 log.info("phase %s", phase)
                 started = time.time()
+                self.phase_seed = phase_seed(self.config.seed, phase)
+                set_random_seed(self.phase_seed)  # python, numpy, torch: whatever the phase draws
                 if phase == "pretrain":
                     self._pretrain()
                 elif phase.endswith("/rl"):
                     self._rl_phase()
                 else:
                     self._supervised_phase(int(phase.split("/")[0][len("round") :]))
-                self._save_phase(phase)
+                record = self._save_phase(phase)
                 log.info("phase %s done in %.1f s", phase, time.time() - started)
         except KeyboardInterrupt:
             log.info(
@@ -193,19 +225,43 @@ class AlternatingTrainer:
                 self.run_dir,
             )
             raise
+        self._load(record)
         return self._summarise()
 
-    def _restore(self) -> None:
-        model_file = self.checkpoints / "main_model.pt"
-        if "pretrain" in self.completed:
-            self.model, _ = load_main_model(model_file, self.device)
-            log.info("resuming %s after phase %s", self.run_dir, self.completed[-1])
-        agent_file = self.checkpoints / "agent.zip"
-        if agent_file.is_file() and any(p.endswith("/rl") for p in self.completed):
-            self.agent = ALGORITHMS[self.config.algo].load(
-                agent_file, env=self._make_env(), device=self.device
-            )
-            self.agent.set_logger(self._tensorboard_logger())
+    def _resume_point(self) -> PhaseRecord | None:
+        """The last phase whose manifest and files check out; says why later ones re-run."""
+        record, problems = self.files.latest_complete(self.phases)
+        origin = f"phase {record.phase}'s files" if record is not None else "the start"
+        for problem in problems:
+            log.warning("not trusted: %s; re-running from %s", problem, origin)
+        if record is not None:
+            self.completed = self.phases[: self.phases.index(record.phase) + 1]
+            log.info("resuming %s after phase %s", self.run_dir, record.phase)
+        return record
+
+    def _load(self, record: PhaseRecord | None) -> None:
+        """Everything the next phase starts from, read back from ``record``'s files.
+
+        Read back even when the same objects are still in memory: an uninterrupted run and a
+        resumed one then take one path (SB3's load re-seeds, VecNormalize and the replay buffer
+        come from their pickles, the env starts afresh) and end with the same weights.
+        """
+        self.model = self.agent = None
+        self.obs_normalizer = self.core = None
+        if record is None:
+            return
+        self.state = dict(record.state)
+        self.model, _ = load_main_model(record.path(MODEL_FILE), self.device)
+        if not record.has(AGENT_FILE):
+            return
+        stats = record.path(NORMALIZE_FILE) if record.has(NORMALIZE_FILE) else None
+        self.agent = ALGORITHMS[self.config.algo].load(
+            record.path(AGENT_FILE), env=self._make_env(stats), device=self.device
+        )
+        self.agent.set_logger(self._tensorboard_logger())
+        if record.has(REPLAY_BUFFER_FILE):
+            assert isinstance(self.agent, OffPolicyAlgorithm)
+            self.agent.load_replay_buffer(record.path(REPLAY_BUFFER_FILE))
 
     def _pretrain(self) -> None:
         config = self.config
@@ -240,8 +296,8 @@ class AlternatingTrainer:
                 policy, self._make_env(), seed=self.config.seed, device=self.device, **kwargs
             )
             self.agent.set_logger(self._tensorboard_logger())
-        else:
-            self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes: the model changed
+        self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes on a fresh env
+        self.agent.set_random_seed(self.phase_seed)  # also its env's samples and its action space
         callback = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
         self.agent.learn(
             self.config.total_timesteps,
@@ -250,8 +306,8 @@ class AlternatingTrainer:
             progress_bar=True,
         )
         rewards = [e["r"] for e in self.agent.ep_info_buffer] if self.agent.ep_info_buffer else []
-        self.last_rl_reward = float(np.mean(rewards)) if rewards else 0.0
-        self.agent_model_digest = state_digest(self.model)
+        self.state["last_rl_reward"] = float(np.mean(rewards)) if rewards else 0.0
+        self.state["agent_model_digest"] = state_digest(self.model)
 
     def _agent_actions(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The agent's first decision on each image, with uniform exploration mixed in.
@@ -298,7 +354,8 @@ class AlternatingTrainer:
             # The thesis's total loss L = CE - gamma * R; R (the agent's mean episode reward)
             # does not depend on the main model's weights, so it shifts L but adds no gradient.
             logger.record(
-                "supervised/total_loss", stats.loss - config.gamma_loss * self.last_rl_reward
+                "supervised/total_loss",
+                stats.loss - config.gamma_loss * self.state["last_rl_reward"],
             )
             for action, value in stats.accuracy_per_action.items():
                 logger.record(f"supervised/accuracy_path{action}", value)
@@ -307,17 +364,27 @@ class AlternatingTrainer:
             logger.dump(step=self.agent.num_timesteps)
         self.model.eval().requires_grad_(False)
 
-    def _save_phase(self, phase: str) -> None:
-        save_main_model(self.model, self.checkpoints / "main_model.pt", metadata={"phase": phase})
+    def _save_phase(self, phase: str) -> PhaseRecord:
+        """Write the phase's files into its own folder, then its manifest (the commit)."""
+        folder = self.files.begin_phase(phase)
+        files = [MODEL_FILE]
+        save_main_model(self.model, folder / MODEL_FILE, metadata={"phase": phase})
         if self.agent is not None:
-            atomic_write(self.checkpoints / "agent.zip", self.agent.save)
+            files.append(AGENT_FILE)
+            atomic_write(folder / AGENT_FILE, self.agent.save)
+            if isinstance(self.agent, OffPolicyAlgorithm):
+                files.append(REPLAY_BUFFER_FILE)
+                atomic_write(folder / REPLAY_BUFFER_FILE, self.agent.save_replay_buffer)
         if self.obs_normalizer is not None:
-            atomic_write(self.checkpoints / NORMALIZE_FILE, self.obs_normalizer.save)
-        self.completed.append(phase)
+            files.append(NORMALIZE_FILE)
+            atomic_write(folder / NORMALIZE_FILE, self.obs_normalizer.save)
+        record = self.files.commit_phase(phase, files, self.state, self.phases)
+        self.completed = self.phases[: self.phases.index(phase) + 1]
         write_json_atomic(
-            {"completed": self.completed, "agent_model_digest": self.agent_model_digest},
-            self.progress_file,
+            {"completed": self.completed, "agent_model_digest": self.state["agent_model_digest"]},
+            self.run_dir / "progress.json",
         )
+        return record
 
     # ----- summary ----------------------------------------------------------------------------
     def _summarise(self) -> dict[str, Any]:
@@ -341,7 +408,7 @@ class AlternatingTrainer:
             "phases": self.completed,
             # Equal digests: the evaluated agent learned on exactly the evaluated main model.
             "main_model_digest": state_digest(self.model),
-            "agent_model_digest": self.agent_model_digest,
+            "agent_model_digest": self.state["agent_model_digest"],
             **result.to_json(),
         }
         write_json_atomic(summary, self.run_dir / "summary.json")

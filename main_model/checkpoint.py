@@ -46,7 +46,27 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
+    fsync_directory(path.parent)
     return path
+
+
+def fsync_directory(folder: str | os.PathLike) -> None:
+    """Make the renames and deletions in ``folder`` durable, not just the files' contents.
+
+    A renamed file's bytes are on disk after its own fsync, but its new name is an entry of the
+    folder; without this, a power loss can bring back the old name. Best effort: platforms that
+    cannot open or fsync a folder (Windows) skip it.
+    """
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
 
 
 def atomic_save(obj: Any, path: str | os.PathLike) -> Path:

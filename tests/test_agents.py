@@ -23,6 +23,7 @@ from agents.evaluate import (
     static_policy,
     threshold_policy,
 )
+from agents.experiments import final_checkpoints
 from agents.tradeoff import demo_report
 from agents.trainer import AlternatingTrainer
 from dynalay_env.core import DynaLayCore
@@ -67,15 +68,21 @@ def test_cli_end_to_end_writes_run_directory_and_tensorboard_tags(tiny_data, tmp
         "round2/supervised",
         "final/rl",  # the agent adapts to the model the last supervised phase left
     ]
-    assert {p.name for p in (run_dir / "checkpoints").iterdir()} == {
+    final = final_checkpoints(run_dir)
+    assert final == run_dir / "checkpoints" / "final" / "rl"
+    assert {p.name for p in final.iterdir()} == {
         "main_model.pt",
         "agent.zip",
         "vecnormalize.pkl",  # hyperparams.yml: normalize observations
+        "manifest.json",  # the phase's files and their checksums, written last
     }
+    # The last phase and the one before it (to re-run the last from) are kept.
+    kept = {str(p.relative_to(run_dir / "checkpoints")) for p in run_dir.glob("checkpoints/*/*")}
+    assert kept == {"final/rl", "round2/supervised"}
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["episodes"] == 8 and 0.0 <= summary["accuracy"] <= 1.0
     # The evaluated agent learned on exactly the saved and evaluated main model.
-    saved_model, _ = load_main_model(run_dir / "checkpoints" / "main_model.pt")
+    saved_model, _ = load_main_model(final / "main_model.pt")
     assert summary["agent_model_digest"] == summary["main_model_digest"]
     assert summary["main_model_digest"] == state_digest(saved_model)
     assert sum(summary["action_frequencies"]) == pytest.approx(1.0)
@@ -125,11 +132,14 @@ def test_interrupted_run_resumes_to_the_same_end_as_an_uninterrupted_one(
     assert run_rl.main(["--resume", str(cut)]) == 0
     completed = [json.loads((d / "progress.json").read_text())["completed"] for d in (cut, whole)]
     assert completed[0] == completed[1]
-    assert sorted(p.name for p in (cut / "checkpoints").iterdir()) == sorted(
-        p.name for p in (whole / "checkpoints").iterdir()
+    assert sorted(p.relative_to(cut) for p in cut.rglob("checkpoints/**/*")) == sorted(
+        p.relative_to(whole) for p in whole.rglob("checkpoints/**/*")
     )
-    resumed_summary = json.loads((cut / "summary.json").read_text())
-    assert resumed_summary["episodes"] == 8
+    summaries = [json.loads((d / "summary.json").read_text()) for d in (cut, whole)]
+    assert summaries[0]["episodes"] == 8
+    # Same end, not just the same files: tests/test_faults.py compares every tensor.
+    for key in ("main_model_digest", "agent_model_digest", "accuracy", "action_frequencies"):
+        assert summaries[0][key] == summaries[1][key], key
 
 
 @pytest.mark.parametrize(
@@ -363,8 +373,8 @@ def test_beta_sweep_reuses_one_main_model_and_plots_against_beta(tiny_data, tmp_
     results = json.loads((sweep_dir / "results.json").read_text())
     agents = [p for p in results["policies"] if p["name"].startswith("agent beta=")]
     assert [a["parameter"] for a in agents] == [0.1, 1.0]
-    first = torch.load(sweep_dir / "beta_0.1" / "checkpoints" / "main_model.pt")["state_dict"]
-    second = torch.load(sweep_dir / "beta_1" / "checkpoints" / "main_model.pt")["state_dict"]
+    first = torch.load(final_checkpoints(sweep_dir / "beta_0.1") / "main_model.pt")["state_dict"]
+    second = torch.load(final_checkpoints(sweep_dir / "beta_1") / "main_model.pt")["state_dict"]
     for key, value in first.items():
         if "power_vector" not in key and "weight_norm" not in key:  # power-iteration state
             assert torch.equal(value, second[key]), key  # one shared, frozen main model
@@ -380,7 +390,9 @@ def test_cli_trains_with_every_supported_algorithm(algo, tiny_data, tmp_path):
     assert run_rl.main(flags) == 0
     run_dir = only_run_dir(tmp_path / "runs")
     assert f"algo: {algo}" in (run_dir / "config.yaml").read_text()
-    assert (run_dir / "checkpoints" / "agent.zip").is_file()
+    assert (final_checkpoints(run_dir) / "agent.zip").is_file()
+    # Off-policy agents keep their replay buffer with the phase's files.
+    assert (final_checkpoints(run_dir) / "replay_buffer.pkl").is_file() == (algo == "dqn")
 
 
 def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_path):
@@ -390,7 +402,7 @@ def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_pat
     flags[flags.index("--rounds") + 1] = "1"
     assert run_rl.main([*flags, "--conf", str(conf)]) == 0
     run_dir = only_run_dir(tmp_path / "runs")
-    assert not (run_dir / "checkpoints" / "vecnormalize.pkl").exists()
+    assert not (final_checkpoints(run_dir) / "vecnormalize.pkl").exists()
     assert "n_steps: 8" in (run_dir / "config.yaml").read_text()
     assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.9"]) == 0
 
@@ -399,7 +411,7 @@ def test_checkpoint_trained_on_the_holdout_is_refused(tiny_data, tmp_path, capsy
     flags = ["--rounds", "1", "--supervised-epochs", "0", "--penalty", "layer"]
     assert run_cli(tiny_data, tmp_path / "runs", *flags) == 0
     assert "penalty: layer" in (only_run_dir(tmp_path / "runs") / "config.yaml").read_text()
-    checkpoint = only_run_dir(tmp_path / "runs") / "checkpoints" / "main_model.pt"
+    checkpoint = final_checkpoints(only_run_dir(tmp_path / "runs")) / "main_model.pt"
     # Same data seed: its holdout is the one the model was trained beside.
     flags = ["--checkpoint", str(checkpoint), "--rounds", "1", "--supervised-epochs", "0"]
     assert run_cli(tiny_data, tmp_path / "same", *flags) == 0
