@@ -27,6 +27,16 @@ class CheckpointError(ValueError):
     """A checkpoint file exists but cannot be used (corrupt, foreign, newer, mismatched)."""
 
 
+def _new_file_mode() -> int:
+    """The mode ``open()`` would give a new file: 0o666 less the process's umask."""
+    umask = os.umask(0)
+    os.umask(umask)
+    return 0o666 & ~umask
+
+
+_NEW_FILE_MODE = _new_file_mode()
+
+
 def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
     """Call ``write(temporary_path)``, fsync it, then move it onto ``path`` in one step.
 
@@ -42,6 +52,7 @@ def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
         write(tmp)
         with open(tmp, "rb+") as handle:  # durable before it becomes visible under its name
             os.fsync(handle.fileno())
+        os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp makes it private; give it a normal file's mode
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import copy
 import math
+import os
 from pathlib import Path
 
 import pytest
@@ -462,6 +463,13 @@ def test_bad_checkpoints_give_clear_errors(tmp_path: Path):
     torch.save({**payload, "state_dict": state}, mangled)
     with pytest.raises(CheckpointError, match="mangled.pt: weights do not match"):
         load_main_model(mangled)
+
+
+def test_saved_files_get_a_normal_mode_not_the_temporary_files_private_one(tmp_path: Path):
+    path = save_main_model(make_net(), tmp_path / "model.pt")
+    umask = os.umask(0)
+    os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o666 & ~umask  # readable by others, like open()
 
 
 def test_failed_save_leaves_no_partial_file(tmp_path: Path, monkeypatch):

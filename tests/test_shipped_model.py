@@ -1,0 +1,122 @@
+"""Where an env's main model comes from when the user gives none: the cache, the model shipped
+with the package, or a pre-training that is announced with its estimated time, or refused."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+
+import gymnasium as gym
+import pytest
+import torch
+from conftest import make_splits
+
+from dynalay_env.data import get_spec
+from dynalay_env.models import (
+    PRETRAIN_LIMIT_VARIABLE,
+    PretrainTooLongError,
+    cached_model_path,
+    obtain_main_model,
+    resolve_pretrain_limit,
+    shipped_model_path,
+    shipped_model_provenance,
+)
+from main_model import load_main_model
+from main_model.checkpoint import state_digest
+
+FASHION = get_spec("FashionMNIST")
+DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")
+
+
+def test_the_shipped_fashion_mnist_model_is_trained_and_documented():
+    path = shipped_model_path(FASHION)
+    assert path is not None, "dynalay_env/shipped/FashionMNIST.pt is missing from the package"
+    provenance = shipped_model_provenance(FASHION)
+    model, _ = load_main_model(path)
+    assert provenance["state_digest"] == state_digest(model)
+    assert provenance["command"].startswith("python -m dynalay_env.pretrain --dataset FashionMNIST")
+    assert json.loads(json.dumps(model.config.to_dict())) == provenance["config"]
+    # Trained on the train split minus the default holdout, so the default env accepts it.
+    assert model.provenance["dataset"] == "FashionMNIST"
+    assert provenance["test"]["NOP"]["accuracy"] > 0.85
+    assert provenance["test"]["NOP"]["relative_flops"] == 1.0
+
+
+@pytest.mark.skipif(
+    not DEBIAN_FASHION_MNIST.is_dir(), reason="Debian's dataset-fashion-mnist is not installed"
+)
+def test_registered_id_on_an_empty_cache_uses_the_shipped_model_at_once(capfd):
+    started = time.perf_counter()
+    env = gym.make("dynalay_env:DynaLay-FashionMNIST-v0", device="cpu")
+    observation, _ = env.reset(seed=0)
+    assert time.perf_counter() - started < 60
+    assert "using the shipped pretrained main model" in capfd.readouterr().err
+    shipped, _ = load_main_model(shipped_model_path(FASHION))
+    used = env.unwrapped.core.model.state_dict()
+    for name, value in shipped.state_dict().items():
+        if "weight_norm" not in name:  # re-estimated on first use
+            assert torch.equal(value, used[name]), name
+    assert env.observation_space.contains(observation)
+
+
+def test_a_given_width_that_the_shipped_model_lacks_is_pretrained_not_swapped(capfd):
+    splits = make_splits("FashionMNIST", n_train=400)
+    with pytest.raises(PretrainTooLongError):
+        obtain_main_model(
+            FASHION,
+            train_split=splits["train"],
+            widths=(8, 8, 8),
+            pretrain_limit_minutes=1e-6,
+        )
+    assert "does not have widths (8, 8, 8)" in capfd.readouterr().err
+
+
+def test_pretraining_estimated_over_the_limit_is_refused_with_the_ways_out():
+    splits = make_splits("MNIST", n_train=600)
+    batches = -(-len(splits["train"]) // 64)  # timed after the first 2
+    assert batches > 2
+    with pytest.raises(PretrainTooLongError) as raised:
+        gym.make(
+            "DynaLay-MNIST-v0",
+            splits=splits,
+            device="cpu",
+            pretrain_epochs=3,
+            widths=(4, 4, 4),
+            pretrain_limit_minutes=1e-6,
+        )
+    message = str(raised.value)
+    assert f"{3 * batches} batches (3 epoch(s) of {batches})" in message
+    assert "takes about" in message and "over the limit" in message
+    for way_out in (
+        "checkpoint=PATH",
+        "widths=(16, 32, 64)",
+        "python -m dynalay_env.pretrain --dataset MNIST --widths 4 4 4 --epochs 3",
+        f"{PRETRAIN_LIMIT_VARIABLE}=M",
+    ):
+        assert way_out in message
+    assert not cached_model_path(get_spec("MNIST")).exists()  # nothing half-done left behind
+
+
+def test_pretraining_under_the_limit_says_how_long_it_takes_then_caches(capfd, monkeypatch):
+    monkeypatch.setenv(PRETRAIN_LIMIT_VARIABLE, "30")
+    splits = make_splits("MNIST", n_train=600)
+    batches = -(-len(splits["train"]) // 64)
+    gym.make("DynaLay-MNIST-v0", splits=splits, device="cpu", pretrain_epochs=1, widths=(4, 4, 4))
+    err = capfd.readouterr().err
+    expected = f"training {batches} batches (1 epoch(s) of {batches}) of a 4/4/4 MNIST main model"
+    assert f"{expected} takes about" in err
+    assert "cached the pretrained main model" in err
+
+
+def test_the_limit_comes_from_the_keyword_then_the_environment(monkeypatch):
+    monkeypatch.delenv(PRETRAIN_LIMIT_VARIABLE, raising=False)
+    assert resolve_pretrain_limit() == 10.0
+    monkeypatch.setenv(PRETRAIN_LIMIT_VARIABLE, "90")
+    assert resolve_pretrain_limit() == 90.0
+    assert resolve_pretrain_limit(5) == 5.0
+    monkeypatch.setenv(PRETRAIN_LIMIT_VARIABLE, "an hour")
+    with pytest.raises(ValueError, match="not a number of minutes"):
+        resolve_pretrain_limit()
+    with pytest.raises(ValueError, match="must be > 0"):
+        resolve_pretrain_limit(0)
