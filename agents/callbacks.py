@@ -2,9 +2,16 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 from stable_baselines3.common.callbacks import BaseCallback
+
+from agents.vec_env import DynaLaySB3VecEnv, find_adapter
+
+#: The final-info keys the callback keeps of every finished episode.
+KEYS = ("correct", "total_cost", "flops", "episode_steps", "actions", "iterations", "residuals")
 
 
 class DynaLayMetricsCallback(BaseCallback):
@@ -14,50 +21,67 @@ class DynaLayMetricsCallback(BaseCallback):
     ``dynalay/episode_length``, ``dynalay/action_freq_<a>`` (share of decisions that chose a),
     ``dynalay/actions`` (histogram), ``fpi/iterations_block<l>``, ``fpi/residual_block<l>``.
     SB3 itself records ``rollout/ep_rew_mean`` (through VecMonitor) and ``time/fps``.
+
+    Every step's finished episodes are kept as one array per key. When the training env is
+    (a wrapper of) :class:`~agents.vec_env.DynaLaySB3VecEnv` those arrays are the adapter's
+    own (:attr:`~agents.vec_env.DynaLaySB3VecEnv.finished_episodes`), so a step costs a few
+    numpy calls however many envs finished; with any other ``VecEnv`` they are gathered from
+    the finished envs' info dicts.
     """
 
     def __init__(self, n_actions: int, n_blocks: int) -> None:
         super().__init__()
         self.n_actions, self.n_blocks = n_actions, n_blocks
+        self._adapter: DynaLaySB3VecEnv | None = None
         self._clear()
 
     def _clear(self) -> None:
-        self.correct: list[bool] = []
-        self.cost: list[float] = []
-        self.flops: list[int] = []
-        self.length: list[int] = []
-        self.actions: list[np.ndarray] = []
-        self.iterations: list[np.ndarray] = []
-        self.residuals: list[np.ndarray] = []
+        self.steps: list[dict[str, np.ndarray]] = []
+
+    def _init_callback(self) -> None:
+        self._adapter = find_adapter(self.training_env)
 
     def _on_step(self) -> bool:
-        for info, done in zip(self.locals["infos"], self.locals["dones"], strict=True):
-            if done and "correct" in info:
-                self.correct.append(bool(info["correct"]))
-                self.cost.append(float(info["total_cost"]))
-                self.flops.append(int(info["flops"]))
-                self.length.append(int(info["episode_steps"]))
-                self.actions.append(np.asarray(info["actions"]))
-                self.iterations.append(np.asarray(info["iterations"]))
-                self.residuals.append(np.asarray(info["residuals"]))
+        if self._adapter is None:
+            episodes = _from_infos(self.locals["infos"], self.locals["dones"])
+        elif self._adapter.finished_episodes:
+            episodes = {key: self._adapter.finished_episodes[key] for key in KEYS}
+            padded = episodes["actions"]
+            episodes["actions"] = padded[padded >= 0]  # row by row, as the episodes' lists
+        else:
+            episodes = {}
+        if episodes:
+            self.steps.append(episodes)
         return True
 
     def _on_rollout_end(self) -> None:
-        if not self.correct:
+        if not self.steps:
             return
+        episodes = {key: np.concatenate([step[key] for step in self.steps]) for key in KEYS}
         record = self.logger.record
-        actions = np.concatenate(self.actions)
+        actions = episodes["actions"]
         frequencies = np.bincount(actions, minlength=self.n_actions) / max(actions.size, 1)
-        record("dynalay/accuracy", float(np.mean(self.correct)))
-        record("dynalay/mean_cost", float(np.mean(self.cost)))
-        record("dynalay/mean_flops", float(np.mean(self.flops)))
-        record("dynalay/episode_length", float(np.mean(self.length)))
-        record("dynalay/episodes", len(self.correct))
+        record("dynalay/accuracy", float(np.mean(episodes["correct"])))
+        record("dynalay/mean_cost", float(np.mean(episodes["total_cost"])))
+        record("dynalay/mean_flops", float(np.mean(episodes["flops"])))
+        record("dynalay/episode_length", float(np.mean(episodes["episode_steps"])))
+        record("dynalay/episodes", len(episodes["correct"]))
         for action, share in enumerate(frequencies):
             record(f"dynalay/action_freq_{action}", float(share))
         record("dynalay/actions", torch.as_tensor(actions), exclude=("stdout", "log", "csv"))
-        iterations, residuals = np.stack(self.iterations), np.stack(self.residuals)
+        iterations, residuals = episodes["iterations"], episodes["residuals"]
         for block in range(self.n_blocks):
             record(f"fpi/iterations_block{block + 1}", float(iterations[:, block].mean()))
             record(f"fpi/residual_block{block + 1}", float(np.median(residuals[:, block])))
         self._clear()
+
+
+def _from_infos(infos: list[dict[str, Any]], dones: np.ndarray) -> dict[str, np.ndarray]:
+    """The :data:`KEYS` of the episodes that finished in a step, from any ``VecEnv``'s infos:
+    one array per key, ``actions`` concatenated over the episodes; empty when none finished."""
+    finished = [info for info, done in zip(infos, dones, strict=True) if done and "correct" in info]
+    if not finished:
+        return {}
+    columns = {key: np.array([info[key] for info in finished]) for key in KEYS if key != "actions"}
+    columns["actions"] = np.concatenate([np.asarray(info["actions"]) for info in finished])
+    return columns

@@ -219,14 +219,35 @@ class DynaLayCore:
             return rows
         return rng.integers(0, len(self.split), size=count)
 
-    @torch.no_grad()
     def reset_slots(
         self, slots: np.ndarray, rng: np.random.Generator, rows: np.ndarray | None = None
     ) -> None:
         """Start new episodes in ``slots`` (indices), on ``rows`` of the split or drawn ones."""
+        self._start_episodes(slots, rng, rows)
+
+    @torch.no_grad()
+    def reset_and_observe(
+        self, slots: np.ndarray, rng: np.random.Generator, rows: np.ndarray | None = None
+    ) -> np.ndarray:
+        """:meth:`reset_slots`, returning the (len(slots), D) first observations of ``slots``.
+
+        They come from the straight pass of just these rows, so a caller that already holds
+        the other slots' observations (the vector env's SameStep autoreset) need not observe
+        all N slots again.
+        """
+        state = self._start_episodes(slots, rng, rows)
+        if state is None:
+            return np.zeros((0, self.observation_size), dtype=np.float32)
+        return first_observation(state, self.n_actions).cpu().numpy()
+
+    @torch.no_grad()
+    def _start_episodes(
+        self, slots: np.ndarray, rng: np.random.Generator, rows: np.ndarray | None
+    ) -> NetState | None:
+        """Reset ``slots``; returns the straight-pass state of their new samples (None if none)."""
         slots = np.asarray(slots, dtype=np.int64)
         if slots.size == 0:
-            return
+            return None
         if rows is None:
             rows = self.draw_rows(slots.size, rng)
         rows = np.asarray(rows, dtype=np.int64).reshape(-1)
@@ -250,6 +271,7 @@ class DynaLayCore:
         self.total_flops[slots_t] = output.flops
         self.iterations[slots_t] = 0
         self.action_history[slots_t] = -1
+        return output.state
 
     def _allocate(self, template: NetState) -> None:
         """Per-slot buffers, allocated once on the first reset."""
@@ -302,10 +324,13 @@ class DynaLayCore:
         looped = (actions_t > 0) & active_t
         count = torch.where(actions_t == self.previous_action, self.consecutive + 1, 1)
         cost = output.flops.double() / self.max_step_flops
-        stepped = torch.nonzero(active_t).squeeze(1)
-        self.action_history[stepped, self.steps[stepped].clamp_max(self.max_steps - 1)] = actions_t[
-            stepped
-        ]
+        # Written in every slot (inactive ones get their own entry back): a boolean or
+        # nonzero() selection of the active slots would wait for the device to know how many.
+        slots = torch.arange(self.num_slots, device=self.device)
+        column = self.steps.clamp_max(self.max_steps - 1)
+        self.action_history[slots, column] = torch.where(
+            active_t, actions_t, self.action_history[slots, column]
+        )
         self.steps += active_t.long()
         self.consecutive = torch.where(active_t, count, self.consecutive)
         self.previous_action = torch.where(active_t, actions_t, self.previous_action)

@@ -93,17 +93,25 @@ class DynaLayVectorEnv(VectorEnv):
         done = result.terminated | result.truncated
         episode = dict(result.episode)
         episode.update({f"_{key}": done.copy() for key in result.episode})
+        observations = self.core.observe()
         if self.autoreset_mode == AutoresetMode.SAME_STEP and done.any():
+            slots = np.flatnonzero(done)
             final_obs = np.full(self.num_envs, None, dtype=object)
-            last = self.core.observe()
-            for slot in np.flatnonzero(done):
-                final_obs[slot] = last[slot]
+            final_obs[slots] = _object_rows(observations[slots])
             infos.update(
                 final_obs=final_obs, _final_obs=done.copy(), final_info=episode, _final_info=done
             )
-            self.core.reset_slots(np.flatnonzero(done), self.np_random)
+            # Only the reset slots' observations change: the others are already in hand.
+            observations[slots] = self.core.reset_and_observe(slots, self.np_random)
         else:
             if done.any():  # like SyncVectorEnv: keys appear only when some slot has them
                 infos.update(episode)
             self._needs_reset = done
-        return self.core.observe(), result.reward, result.terminated, result.truncated, infos
+        return observations, result.reward, result.terminated, result.truncated, infos
+
+
+def _object_rows(array: np.ndarray) -> np.ndarray:
+    """(k,) object array whose items are the k rows of ``array`` (the layout of Gymnasium's
+    ``final_obs``), built without a Python loop; assigning a list of rows instead would let
+    numpy try to broadcast it as one 2-D array."""
+    return np.fromiter(array, dtype=object, count=len(array))

@@ -7,6 +7,7 @@ import struct
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import gymnasium as gym
 import numpy as np
@@ -16,11 +17,16 @@ from conftest import make_model, make_splits
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
+from stable_baselines3.common.logger import Logger
+from stable_baselines3.common.vec_env import DummyVecEnv, VecMonitor
 
 import dynalay_env
 from agents import DynaLaySB3VecEnv
+from agents.callbacks import DynaLayMetricsCallback
+from agents.vec_env import BatchedVecMonitor
 from dynalay_env import ENV_IDS, DataNotFoundError
 from dynalay_env.data import load_splits
+from dynalay_env.env import DynaLayEnv
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -328,6 +334,131 @@ def test_sb3_adapter_terminal_observation_is_the_last_observation_of_the_episode
     assert infos[1]["TimeLimit.truncated"] is False
     assert infos[1]["actions"].tolist() == [1, 0]
     assert not np.allclose(obs[1], last_obs)  # the returned obs starts the next episode
+
+
+def sb3_adapter(num_envs, model, splits, terminal_observations="all", seed=3):
+    """An adapter over a SameStep vector env whose episodes end in all three ways."""
+    vector = make_vec(
+        num_envs,
+        "MNIST",
+        model=model,
+        splits=splits,
+        max_steps=3,
+        max_episode_steps=2,
+        autoreset_mode=AutoresetMode.SAME_STEP,
+    )
+    adapter = DynaLaySB3VecEnv(vector, terminal_observations=terminal_observations)
+    adapter.seed(seed)
+    adapter.reset()
+    return adapter
+
+
+@pytest.mark.parametrize("terminal_observations", ["all", "truncated"])
+def test_sb3_adapter_infos_at_many_slots_equal_the_single_envs(terminal_observations):
+    # Finished slots' infos are built column by column and running slots share one read-only
+    # dict: every finished slot must still get exactly the single env's final info (values and
+    # Python types), with terminal_observation (all finished slots, or only truncated ones) and
+    # TimeLimit.truncated; and the SameStep observations (reset slots patched in) must equal a
+    # fresh observation of every slot.
+    model, splits = make_model("MNIST"), make_splits("MNIST")
+    n = 8
+    adapter = sb3_adapter(n, model, splits, terminal_observations)
+    core = adapter.vector_env.unwrapped.core
+    single = DynaLayEnv(
+        "MNIST", model=model, splits=splits, device="cpu", max_steps=3, max_episode_steps=2
+    )
+    episode_rows, histories = core.rows.tolist(), [[] for _ in range(n)]
+    rng = np.random.default_rng(0)
+    ends = {"terminated": 0, "truncated": 0, "running": 0}
+    for _ in range(6):
+        actions = rng.integers(0, 4, n)
+        obs, rewards, dones, infos = adapter.step(actions)
+        np.testing.assert_array_equal(obs, core.observe())
+        for slot in range(n):
+            histories[slot].append(int(actions[slot]))
+            if not dones[slot]:
+                ends["running"] += 1
+                assert infos[slot] == {}
+                with pytest.raises(TypeError, match="shared"):
+                    infos[slot]["episode"] = {}
+                continue
+            single.reset(options={"index": episode_rows[slot]})
+            for action in histories[slot]:
+                last_obs, reward, terminated, truncated, expected = single.step(action)
+            assert rewards[slot] == pytest.approx(reward, abs=1e-6)
+            time_limit = truncated and not terminated
+            ends["truncated" if time_limit else "terminated"] += 1
+            expected["TimeLimit.truncated"] = time_limit
+            if terminal_observations == "all" or time_limit:
+                expected["terminal_observation"] = last_obs
+            info = infos[slot]
+            assert sorted(info) == sorted(expected)
+            for key, value in expected.items():
+                if isinstance(value, np.ndarray):
+                    assert info[key].dtype == value.dtype, key
+                    np.testing.assert_allclose(info[key], value, atol=1e-5, err_msg=key)
+                else:
+                    assert type(info[key]) is type(value) and info[key] == value, key
+            episode_rows[slot], histories[slot] = int(core.rows[slot]), []
+    assert min(ends.values()) > 0, ends  # every kind of slot was checked
+
+
+def test_batched_vec_monitor_records_what_sb3s_vec_monitor_records():
+    model, splits = make_model("MNIST"), make_splits("MNIST")
+    ours = BatchedVecMonitor(sb3_adapter(6, model, splits), info_keywords=("correct",))
+    theirs = VecMonitor(sb3_adapter(6, model, splits), info_keywords=("correct",))
+    rng = np.random.default_rng(1)
+    for _ in range(5):
+        actions = rng.integers(0, 4, 6)
+        *_, dones, our_infos = ours.step(actions)
+        *_, their_dones, their_infos = theirs.step(actions)
+        np.testing.assert_array_equal(dones, their_dones)
+        for our, their in zip(our_infos, their_infos, strict=True):
+            assert sorted(our) == sorted(their)
+            if "episode" in their:
+                for key in ("r", "l", "correct"):
+                    assert our["episode"][key] == their["episode"][key]
+                    assert type(our["episode"][key]) is type(their["episode"][key])
+    assert ours.episode_count == theirs.episode_count > 0
+
+
+@pytest.mark.parametrize("source", ["adapter", "infos"])
+def test_metrics_callback_records_the_episodes_that_finished(source):
+    # "adapter": the callback reads the adapter's batched arrays; "infos": it does not find
+    # the adapter (as with any other VecEnv) and gathers the finished envs' info dicts.
+    model, splits = make_model("MNIST"), make_splits("MNIST")
+    env = BatchedVecMonitor(sb3_adapter(6, model, splits))
+    callback = DynaLayMetricsCallback(n_actions=4, n_blocks=3)
+    logger = Logger(folder=None, output_formats=[])
+    training_env = env
+    if source == "infos":  # any other VecEnv: the callback reads the infos it is given
+        training_env = DummyVecEnv([lambda: make_env("MNIST", model=model, splits=splits)])
+    stand_in = SimpleNamespace(num_timesteps=0, get_env=lambda: training_env, logger=logger)
+    callback.init_callback(stand_in)
+    assert (callback._adapter is not None) == (source == "adapter")
+    rng = np.random.default_rng(2)
+    finished = []
+    for _ in range(6):
+        *_, dones, infos = env.step(rng.integers(0, 4, 6))
+        callback.update_locals({"infos": infos, "dones": dones})
+        callback.on_step()
+        finished += [info for info, done in zip(infos, dones, strict=True) if done]
+    callback.on_rollout_end()
+    recorded = logger.name_to_value
+    assert recorded["dynalay/episodes"] == len(finished) > 0
+    assert recorded["dynalay/accuracy"] == pytest.approx(np.mean([i["correct"] for i in finished]))
+    assert recorded["dynalay/mean_cost"] == pytest.approx(
+        np.mean([i["total_cost"] for i in finished])
+    )
+    actions = np.concatenate([i["actions"] for i in finished])
+    for action in range(4):
+        share = np.mean(actions == action)
+        assert recorded[f"dynalay/action_freq_{action}"] == pytest.approx(share)
+    residuals = np.array([i["residuals"] for i in finished])
+    assert recorded["fpi/residual_block2"] == pytest.approx(np.median(residuals[:, 1]))
+    assert recorded["fpi/iterations_block3"] == pytest.approx(
+        np.mean([i["iterations"][2] for i in finished])
+    )
 
 
 def test_sb3_adapter_requires_same_step_autoreset():
