@@ -136,6 +136,13 @@ def build_parser() -> argparse.ArgumentParser:
         default=list(DEFAULTS.widths),
         help="channels of the FPI blocks",
     )
+    add(
+        "--strides",
+        type=positive_int,
+        nargs="+",
+        default=None,
+        help="stride of each block's injection conv (default: 1, then 2s)",
+    )
     add("--holdout-size", type=positive_int, default=DEFAULTS.holdout_size, help="agent's split")
     add("--train-size", type=positive_int, default=None, help="cap on train samples per epoch")
     add("--eval-size", type=positive_int, default=None, help="test samples in the summary")
@@ -170,6 +177,7 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         batch_size=args.batch_size,
         learning_rate=args.lr,
         widths=tuple(args.widths),
+        strides=None if args.strides is None else tuple(args.strides),
         holdout_size=args.holdout_size,
         train_size=args.train_size,
         eval_size=args.eval_size,
@@ -388,8 +396,8 @@ def demo_main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(
         prog="run_rl.py demo",
         description="The point of DynaLay in minutes: PPO agents trained on the Fashion-MNIST "
-        "model shipped with the package, side by side with a plain CNN trained here with the "
-        "same images, epochs and schedule, loop-all and the confidence threshold (test "
+        "model shipped with the package, side by side with plain CNNs (1x and 2x FLOPs) trained "
+        "here with its images, epochs and schedule, loop-all and the confidence threshold (test "
         "accuracy, FLOPs, wall time), and the Pareto plot. Resumable like `table`.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )

@@ -41,6 +41,7 @@ class TrainConfig:
     batch_size: int = 64  # thesis
     learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
     widths: tuple[int, ...] = (64, 128, 256)  # thesis
+    strides: tuple[int, ...] | None = None  # of the blocks' injection convs; None = 1, then 2s
     holdout_size: int = 5000
     train_size: int | None = None
     eval_size: int | None = None  # test samples in the final summary (None = all)
@@ -54,6 +55,7 @@ class TrainConfig:
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
         values["widths"] = list(self.widths)
+        values["strides"] = None if self.strides is None else list(self.strides)
         return values
 
     @classmethod
@@ -63,8 +65,9 @@ class TrainConfig:
         if unknown:
             raise ValueError(f"unknown TrainConfig keys {unknown}")
         values = dict(values)
-        if "widths" in values:
-            values["widths"] = tuple(values["widths"])
+        for key in ("widths", "strides"):
+            if values.get(key) is not None:
+                values[key] = tuple(values[key])
         return cls(**values)
 
     def phases(self) -> list[str]:

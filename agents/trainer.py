@@ -267,14 +267,16 @@ class AlternatingTrainer:
         config = self.config
         if config.checkpoint is not None:
             self.model, _ = load_main_model(
-                config.checkpoint, self.device, config_for(get_spec(self.dataset), config.widths)
+                config.checkpoint,
+                self.device,
+                config_for(get_spec(self.dataset), config.widths, strides=config.strides),
             )
             log.info("main model loaded from %s", config.checkpoint)
         else:
             self.model = pretrain_main_model(
                 self.splits["train"],
                 epochs=config.pretrain_epochs,
-                config=config_for(get_spec(self.dataset), config.widths),
+                config=config_for(get_spec(self.dataset), config.widths, strides=config.strides),
                 batch_size=config.batch_size,
                 learning_rate=config.learning_rate,
                 recipe=config.recipe,

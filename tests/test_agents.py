@@ -524,6 +524,7 @@ def test_demo_report_says_for_each_agent_whether_it_beats_the_plain_cnn():
     summary = {
         "rows": {
             "plain": row("separately trained", 0.88, 1.0),
+            "plain-2x": row("separately trained", 0.884, 2.0),
             "DynaLay static NOP (plain CNN)": row("static", 0.879, 1.0),
             "DynaLay static loop-1": row("static", 0.882, 3.0),
             "DynaLay static loop-3": row("static", 0.886, 7.0),
@@ -534,6 +535,7 @@ def test_demo_report_says_for_each_agent_whether_it_beats_the_plain_cnn():
     }
     report = demo_report(summary)
     assert "DynaLay static loop-3" in report and "DynaLay static loop-1" not in report
+    assert "plain CNN (trained here, same budget)" in report and "plain-2x" in report
     assert "DynaLay agent beta=0.1: +0.35 points over the plain CNN at 2.00x" in report
     assert (
         "beta=0.1: +0.35 points over the plain CNN at 2.00x its FLOPs -> at least as accurate: yes"

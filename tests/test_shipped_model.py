@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import make_splits
 
+from agents.tradeoff import demo_config, validate
 from dynalay_env.data import get_spec
 from dynalay_env.models import (
     PRETRAIN_LIMIT_VARIABLE,
@@ -120,3 +121,22 @@ def test_the_limit_comes_from_the_keyword_then_the_environment(monkeypatch):
         resolve_pretrain_limit()
     with pytest.raises(ValueError, match="must be > 0"):
         resolve_pretrain_limit(0)
+
+
+def test_the_demo_trains_its_baselines_with_the_settings_the_shipped_model_records():
+    config = demo_config(out="unused")
+    settings = shipped_model_provenance(FASHION)["settings"]
+    assert config.dynalay_checkpoint == str(shipped_model_path(FASHION))
+    assert (config.epochs, config.learning_rate, config.batch_size) == (
+        settings["epochs"],
+        settings["lr"],
+        settings["batch_size"],
+    )
+    assert (config.train_size, config.seeds, config.data_seed) == (
+        settings["train_size"],
+        (settings["seed"],),
+        settings["data_seed"],
+    )
+    assert (config.widths, config.strides) == ((16, 32, 64), (2, 2, 2))
+    assert config.models == ("plain", "plain-2x")
+    validate(config)  # the shipped model's shape is the baselines' shape
