@@ -337,17 +337,19 @@ class FPIBlock(nn.Module):
             iterations[active] = step
             residual[active] = torch.where(torch.isfinite(relative), relative, torch.inf)
             diverged[active] = bad
-            if not bool(finished.any()):
-                z = z_next
-                continue
-            # Diverged samples keep their last finite iterate instead of the broken one.
-            keep_old = bad.view(-1, *([1] * (z.dim() - 1)))
-            z_out[active[finished]] = torch.where(keep_old, z, z_next)[finished]
-            running = ~finished
-            active, z, u_active = active[running], z_next[running], u_active[running]
-            first_step = first_step[running]
-            if active.numel() == 0:
-                break
+            # The iteration's one read from the device: which samples run on (selecting by
+            # boolean masks instead would wait for the device once per mask).
+            running = torch.nonzero(~finished).squeeze(1)
+            if running.numel() < active.numel():
+                # Every active sample's latest iterate (a diverged one keeps its last finite
+                # one); those still running overwrite theirs when they finish.
+                keep_old = bad.view(-1, *([1] * (z.dim() - 1)))
+                z_out[active] = torch.where(keep_old, z, z_next)
+                if running.numel() == 0:
+                    break
+                active, z_next, u_active = active[running], z_next[running], u_active[running]
+                first_step = first_step[running]
+            z = z_next
         return FixedPointResult(z_out, iterations, residual, diverged)
 
     @torch.no_grad()

@@ -330,22 +330,32 @@ class DynaLayNet(nn.Module):
                 f"actions must have shape ({state.batch_size},), got {tuple(actions.shape)}"
             )
         actions = actions.to(device=state.logits.device, dtype=torch.long)
-        if actions.numel() and (int(actions.min()) < 0 or int(actions.max()) > self.n_blocks):
+        batch, n, device = state.batch_size, self.n_blocks, state.logits.device
+        # The step's one read from the device: how many samples chose each action, with the
+        # out-of-range ones counted in two extra bins (below 0, above n). Groups then come from
+        # one stable sort, so they need no further host syncs (nonzero() per action would).
+        bins = actions.clamp(-1, n + 1) + 1
+        counts = torch.bincount(bins, minlength=n + 3).tolist() if batch else [0] * (n + 3)
+        if counts[0] or counts[-1]:
             raise ValueError(
-                f"actions must be in [0, {self.n_blocks}] (0 = NOP, k = loop blocks 1..k), "
+                f"actions must be in [0, {n}] (0 = NOP, k = loop blocks 1..k), "
                 f"got values in [{int(actions.min())}, {int(actions.max())}]"
             )
-        batch, n, device = state.batch_size, self.n_blocks, state.logits.device
+        counts = counts[1:-1]  # samples per action 0..n
         flops = torch.zeros(batch, dtype=torch.long, device=device)
         iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
+        loop_actions = [a for a in range(1, n + 1) if counts[a]]
+        if not loop_actions:  # all NOP: nothing runs, the state stays as it is
+            return StepOutput(state, flops, iterations, diverged)
+        weights = self.loop_weights()
+        if counts[loop_actions[0]] == batch:  # one group: skip the gather/scatter
+            return self._run_loop_action(state, loop_actions[0], weights, solver)
+        # Positions of each action's samples, ascending (a stable sort keeps their order).
+        groups = torch.argsort(actions, stable=True).split(counts)
         new_state = None
-        loop_actions = [a for a in torch.unique(actions).tolist() if a != 0]
-        weights = self.loop_weights() if loop_actions else ()
         for action in loop_actions:  # NOP rows: nothing runs, their state stays as it is
-            index = torch.nonzero(actions == action).squeeze(1)
-            if index.numel() == batch:  # one group: skip the gather/scatter
-                return self._run_loop_action(state, action, weights, solver)
+            index = groups[action]
             group = self._run_loop_action(state.select(index), action, weights, solver)
             new_state = (state.clone() if new_state is None else new_state).put_rows_(
                 index, group.state
