@@ -69,14 +69,16 @@ Settings, measured interleaved for every N:
   ``n_steps`` steps, PPO's rollout length). The algorithm's own work (policy forward, rollout
   buffer) is not counted.
 
-Episodes: ``max_steps=4`` with a time limit ``max_episode_steps=3``; actions are NOP with
+Episodes (the defaults): ``max_steps=4`` with a time limit ``max_episode_steps=3``; actions are NOP with
 probability 1/2, else a uniformly random loop, drawn before timing. So half the episodes end at
 their first step, a quarter at their second, an eighth answer at their third and an eighth are
 truncated there: about 57% of the slots finish in every step, 7% by truncation, and every path
 of a step (running, answered and truncated slots, ``terminal_observation``,
 ``TimeLimit.truncated``) runs in every call. The lines ``overhead per slot-step, <setting>,
 N=<N>: X us`` are printed for every setting and N, then the target line: the SB3 stack at
-N=4096 <= 5 us.
+N=4096 <= 5 us. ``--overhead-max-steps`` and ``--overhead-max-episode-steps`` (0: no time limit)
+change the episode shape; ``--overhead-max-steps 1 --overhead-max-episode-steps 0`` is the
+trainer's default, where every slot finishes in every step.
 
 Shared by both parts: the data (the holdout split of real Fashion-MNIST when
 ``/usr/share/datasets/fashion-mnist`` exists, else random in-memory images made like
@@ -97,7 +99,7 @@ descheduled OpenMP workers, tens of times slower; CPU time then also adds up sev
 Run from the repository root: ``python bench/env_throughput.py [--part all|throughput|overhead]
 [--quick] [--num-envs 1 16 64 256] [--overhead-num-envs 256 1024 4096] [--seconds 5]
 [--rounds 3] [--clock cpu|wall] [--device auto] [--widths 64 128 256] [--overhead-widths 4 4 4]
-[--threads 1]``. ``--quick``: 1.5 s per setting, throughput at N = 1 and 16 only.
+[--overhead-max-steps 4] [--overhead-max-episode-steps 3] [--threads 1]``. ``--quick``: 1.5 s per setting, throughput at N = 1 and 16 only.
 """
 
 from __future__ import annotations
@@ -680,14 +682,15 @@ def run_overhead(
     args: argparse.Namespace, device: torch.device, splits: dict[str, ImageSplit]
 ) -> list[str]:
     model = make_model(tuple(args.overhead_widths), device, args.seed)
-    options = {"max_steps": OVERHEAD_MAX_STEPS, "max_episode_steps": OVERHEAD_MAX_EPISODE_STEPS}
+    max_steps, time_limit = args.overhead_max_steps, args.overhead_max_episode_steps or None
+    options = {"max_steps": max_steps, "max_episode_steps": time_limit}
     contexts = {
         mode: Context(model, splits, device, mode, args.seed, options)
         for mode in (AutoresetMode.NEXT_STEP, AutoresetMode.SAME_STEP)
     }
     print(
-        f"== overhead per slot-step: max_steps={OVERHEAD_MAX_STEPS}, "
-        f"max_episode_steps={OVERHEAD_MAX_EPISODE_STEPS}, NOP with probability "
+        f"== overhead per slot-step: max_steps={max_steps}, "
+        f"max_episode_steps={time_limit}, NOP with probability "
         f"{NOP_PROBABILITY:g} else a random loop; SB3 stack as for {ALGO}: "
         f"VecNormalize({algo_hyperparams(ALGO, ENV_ID).get('normalize')})"
     )
@@ -718,6 +721,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
     parser.add_argument("--overhead-widths", type=int, nargs="+", default=list(OVERHEAD_WIDTHS))
+    parser.add_argument("--overhead-max-steps", type=int, default=OVERHEAD_MAX_STEPS)
+    parser.add_argument(
+        "--overhead-max-episode-steps",
+        type=int,
+        default=OVERHEAD_MAX_EPISODE_STEPS,
+        help="time limit of the overhead part's episodes (0: none)",
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads")
     parser.add_argument(
         "--autoreset-mode",
@@ -735,6 +745,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         args.warmup = 0.2 if args.quick else 0.5
     if min(args.num_envs + args.overhead_num_envs) < 1 or args.seconds <= 0 or args.rounds < 1:
         parser.error("--num-envs must be >= 1, --seconds > 0 and --rounds >= 1")
+    if args.overhead_max_steps < 1 or args.overhead_max_episode_steps < 0:
+        parser.error("--overhead-max-steps must be >= 1, --overhead-max-episode-steps >= 0")
     return args
 
 

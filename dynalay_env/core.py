@@ -258,11 +258,20 @@ class DynaLayCore:
         rows_t = torch.as_tensor(rows, device=self.device)
         slots_t = torch.as_tensor(slots, device=self.device)
         output = self.model.straight(self.split.normalized(rows_t))
-        if self.state is None:
-            if not np.array_equal(np.sort(slots), np.arange(self.num_slots)):
-                raise RuntimeError("the first reset must reset every slot")
-            self._allocate(output.state.clone())
-        self.state.put_rows_(slots_t, output.state)
+        every_slot = np.arange(self.num_slots)
+        if self.state is None and not np.array_equal(np.sort(slots), every_slot):
+            raise RuntimeError("the first reset must reset every slot")
+        if np.array_equal(slots, every_slot):
+            # Every slot, in order (the first reset; every step where all episodes end, as
+            # with max_steps=1): the new state replaces the old one instead of being copied in.
+            if self.state is None:
+                self._allocate(output.state)
+            else:
+                self.state = output.state
+        else:
+            if self.state is None:
+                self._allocate(output.state.clone())
+            self.state.put_rows_(slots_t, output.state)
         self.rows[slots_t] = rows_t
         self.previous_action[slots_t] = -1
         self.consecutive[slots_t] = 0
