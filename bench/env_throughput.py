@@ -41,17 +41,17 @@ built) at N = 256, 1024 and 4096 (``--overhead-num-envs``). Definition, for S st
     overhead per slot-step = (total - network - state ops) / (S * N)
 
 All three are measured on the very calls the env makes (a clock wraps those ``main_model``
-methods; only the outermost timed call counts, so ``put_rows_`` inside ``step`` is network
-time; on CUDA the clock synchronises around each call), so the model's share is subtracted
-exactly, not estimated from a separate run. Why subtract it: even at widths 4/4/4 the network
-is not free at 28x28 pixels (tens of microseconds per slot on one CPU core, printed), and its
-state is 4 x 28 x 28 activations and as many injections in the first block alone, 33 kB per
-slot; copying and pooling that is memory traffic set by the model's size, which on a GPU costs
-next to nothing and on a CPU scales like the network itself. ``overhead`` is what the env and
-the SB3 stack add on top, the part that Python loops over slots, per-slot dicts and host syncs
-make grow: drawing and normalising samples, observations, rewards, info layouts, autoreset, the
-adapter, ``VecMonitor``, ``VecNormalize`` and the callback. The state ops are printed beside it
-(``total - network``, the stricter reading, is their sum).
+methods; only the outermost timed call counts, so ``put_rows_`` inside ``step`` is network time;
+on CUDA the clock synchronises around each call), so the model's share is subtracted exactly, not
+estimated from a separate run. Why subtract it: even at widths 4/4/4 the network is not free at
+28x28 pixels (tens of microseconds per slot on one CPU core, printed), and its state is 4 x 28 x
+28 activations and as many injections in the first block, 33 kB per slot over the three blocks;
+copying and pooling that is tensor work set by the model's size, done on the model's device like
+the network's own, not per-slot Python. ``overhead`` is what the env and the SB3 stack add on
+top, the part that Python loops over slots, per-slot dicts and host syncs make grow: drawing and
+normalising samples, observations, rewards, info layouts, autoreset, the adapter, ``VecMonitor``,
+``VecNormalize`` and the callback. The state ops are printed beside it: the stricter reading,
+everything but the network (``total - network``), is overhead + state ops.
 
 Time is this process's CPU time by default (``--clock wall`` for wall time): on a shared
 machine wall time also counts the time other processes held the core, in proportion to how
@@ -69,16 +69,16 @@ Settings, measured interleaved for every N:
   ``n_steps`` steps, PPO's rollout length). The algorithm's own work (policy forward, rollout
   buffer) is not counted.
 
-Episodes (the defaults): ``max_steps=4`` with a time limit ``max_episode_steps=3``; actions are NOP with
-probability 1/2, else a uniformly random loop, drawn before timing. So half the episodes end at
-their first step, a quarter at their second, an eighth answer at their third and an eighth are
-truncated there: about 57% of the slots finish in every step, 7% by truncation, and every path
-of a step (running, answered and truncated slots, ``terminal_observation``,
+Episodes (the defaults): ``max_steps=4`` with a time limit ``max_episode_steps=3``; actions are
+NOP with probability 1/2, else a uniformly random loop, drawn before timing. So half the episodes
+end at their first step, a quarter at their second, an eighth answer at their third and an eighth
+are truncated there: about 57% of the slots finish in every step, 7% by truncation, and every
+path of a step (running, answered and truncated slots, ``terminal_observation``,
 ``TimeLimit.truncated``) runs in every call. The lines ``overhead per slot-step, <setting>,
-N=<N>: X us`` are printed for every setting and N, then the target line: the SB3 stack at
-N=4096 <= 5 us. ``--overhead-max-steps`` and ``--overhead-max-episode-steps`` (0: no time limit)
-change the episode shape; ``--overhead-max-steps 1 --overhead-max-episode-steps 0`` is the
-trainer's default, where every slot finishes in every step.
+N=<N>: X us`` are printed for every setting and N, then the target line: the SB3 stack at N=4096
+<= 5 us. ``--overhead-max-steps`` and ``--overhead-max-episode-steps`` (0: no time limit) change
+the episode shape; ``--overhead-max-steps 1 --overhead-max-episode-steps 0`` is the trainer's
+default, where every slot finishes in every step.
 
 Shared by both parts: the data (the holdout split of real Fashion-MNIST when
 ``/usr/share/datasets/fashion-mnist`` exists, else random in-memory images made like
@@ -97,9 +97,10 @@ more threads than free cores make the many small per-sample ops of the single en
 descheduled OpenMP workers, tens of times slower; CPU time then also adds up several threads).
 
 Run from the repository root: ``python bench/env_throughput.py [--part all|throughput|overhead]
-[--quick] [--num-envs 1 16 64 256] [--overhead-num-envs 256 1024 4096] [--seconds 5]
-[--rounds 3] [--clock cpu|wall] [--device auto] [--widths 64 128 256] [--overhead-widths 4 4 4]
-[--overhead-max-steps 4] [--overhead-max-episode-steps 3] [--threads 1]``. ``--quick``: 1.5 s per setting, throughput at N = 1 and 16 only.
+[--quick] [--num-envs 1 16 64 256] [--overhead-num-envs 256 1024 4096] [--seconds 5] [--rounds 3]
+[--clock cpu|wall] [--device auto] [--widths 64 128 256] [--overhead-widths 4 4 4]
+[--overhead-max-steps 4] [--overhead-max-episode-steps 3] [--threads 1]``. ``--quick``: 1.5 s per
+setting, throughput at N = 1 and 16 only.
 """
 
 from __future__ import annotations
