@@ -36,7 +36,7 @@ class DynaLayMetricsCallback(BaseCallback):
         self._clear()
 
     def _clear(self) -> None:
-        self.steps: list[dict[str, np.ndarray]] = []
+        self._episodes_per_step: list[dict[str, np.ndarray]] = []
 
     def _init_callback(self) -> None:
         self._adapter = find_adapter(self.training_env)
@@ -51,13 +51,15 @@ class DynaLayMetricsCallback(BaseCallback):
         else:
             episodes = {}
         if episodes:
-            self.steps.append(episodes)
+            self._episodes_per_step.append(episodes)
         return True
 
     def _on_rollout_end(self) -> None:
-        if not self.steps:
+        if not self._episodes_per_step:
             return
-        episodes = {key: np.concatenate([step[key] for step in self.steps]) for key in KEYS}
+        episodes = {
+            key: np.concatenate([step[key] for step in self._episodes_per_step]) for key in KEYS
+        }
         record = self.logger.record
         actions = episodes["actions"]
         frequencies = np.bincount(actions, minlength=self.n_actions) / max(actions.size, 1)

