@@ -162,8 +162,16 @@ class ImageSplit:
 
     def normalized(self, rows: Tensor | slice) -> Tensor:
         """(B, C, H, W) float32 normalised images of ``rows`` (positions in this split)."""
-        pixels = self.images[rows].float().div_(255.0)
-        return (pixels - self._mean.to(pixels.device)) / self._std.to(pixels.device)
+        # index_select is several times faster than advanced indexing for a row tensor.
+        selected = (
+            self.images.index_select(0, rows.to(self.images.device))
+            if isinstance(rows, Tensor)
+            and not rows.is_floating_point()
+            and rows.dtype != torch.bool
+            else self.images[rows]
+        )
+        pixels = selected.float().div_(255.0)
+        return pixels.sub_(self._mean.to(pixels.device)).div_(self._std.to(pixels.device))
 
     def subset(self, rows: Tensor) -> ImageSplit:
         """The samples at ``rows`` (positions in this split)."""
