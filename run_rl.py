@@ -24,7 +24,7 @@ from agents.trainer import ALGORITHMS, AlternatingTrainer
 from dynalay_env import ENV_IDS, DataNotFoundError
 from dynalay_env.core import PENALTIES
 from dynalay_env.data import SplitOverlapError
-from main_model.train import RECIPES
+from main_model.train import RECIPES, path_name
 
 DEFAULTS = TrainConfig()
 
@@ -250,8 +250,7 @@ def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
 
 def format_summary(summary: dict) -> str:
     frequencies = ", ".join(
-        f"{'NOP' if a == 0 else f'loop-{a}'} {share:.1%}"
-        for a, share in enumerate(summary["action_frequencies"])
+        f"{path_name(a)} {share:.1%}" for a, share in enumerate(summary["action_frequencies"])
     )
     return (
         f"test accuracy {summary['accuracy']:.4f} on {summary['episodes']} samples | "

@@ -17,10 +17,11 @@ import matplotlib.pyplot as plt  # noqa: E402
 
 from agents.evaluate import PolicyResult  # noqa: E402
 from agents.files import atomic_write  # noqa: E402
+from main_model.train import path_name  # noqa: E402
 
 
 def action_names(n_actions: int) -> list[str]:
-    return ["NOP"] + [f"loop-{k}" for k in range(1, n_actions)]
+    return [path_name(action) for action in range(n_actions)]
 
 
 def markdown_table(results: Sequence[PolicyResult], title: str) -> str:

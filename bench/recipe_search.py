@@ -24,7 +24,7 @@ from torch import nn
 from dynalay_env.data import load_splits
 from dynalay_env.models import config_for, iterate_batches
 from main_model import DynaLayNet
-from main_model.train import RECIPES, fit, path_statistics
+from main_model.train import RECIPES, fit, path_name, path_statistics
 
 #: (tol, max_iter) pairs of ``--loop-settings``, evaluated on the trained weights.
 LOOP_SETTINGS = [(1e-3, 30), (1e-2, 30), (3e-2, 30), (1e-1, 30), (1e-3, 1), (1e-3, 2), (1e-3, 3)]
@@ -34,8 +34,7 @@ def report(title: str, model: DynaLayNet, holdout, solver: str = "fpi") -> None:
     stats = path_statistics(model, iterate_batches(holdout, 500), solver=solver)
     base = model.straight_flops()
     cells = [
-        f"{'NOP' if a == 0 else f'loop-{a}'} {s['accuracy']:.2%} at {s['flops'] / base:.2f}x"
-        f" ({s['iterations']:.1f} it)"
+        f"{path_name(a)} {s['accuracy']:.2%} at {s['flops'] / base:.2f}x ({s['iterations']:.1f} it)"
         for a, s in stats.items()
     ]
     print(f"{title}: " + " | ".join(cells), flush=True)

@@ -28,7 +28,7 @@ from tqdm.auto import tqdm
 
 from dynalay_env.data import DatasetSpec, ImageSplit, cache_dir, training_provenance
 from main_model import DynaLayConfig, DynaLayNet, load_main_model, save_main_model
-from main_model.train import EpochStats, evaluate_paths, fit
+from main_model.train import EpochStats, evaluate_paths, fit, path_name
 
 #: Widths of a main model pre-trained on first use (the thesis's network).
 DEFAULT_WIDTHS = (64, 128, 256)
@@ -216,9 +216,7 @@ def pretrain_main_model(
     if eval_split is not None and progress:
         device = next(model.parameters()).device
         accuracy = evaluate_paths(model, iterate_batches(eval_split.to(device), 256))
-        summary = ", ".join(
-            f"{'NOP' if a == 0 else f'loop-{a}'} {acc:.3f}" for a, acc in accuracy.items()
-        )
+        summary = ", ".join(f"{path_name(a)} {acc:.3f}" for a, acc in accuracy.items())
         print(f"main model accuracy on {eval_split.spec.name} per path: {summary}", file=sys.stderr)
     return model
 

@@ -29,7 +29,7 @@ from dynalay_env.models import (
 )
 from main_model import save_main_model
 from main_model.checkpoint import state_digest, write_json_atomic
-from main_model.train import RECIPES, path_statistics
+from main_model.train import RECIPES, path_name, path_statistics
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -89,9 +89,8 @@ def main(argv: list[str] | None = None) -> int:
     test = path_statistics(model, iterate_batches(splits["test"].to(device), 256))
     straight_flops = test[0]["flops"]
     for action, stats in test.items():
-        name = "NOP" if action == 0 else f"loop-{action}"
         print(
-            f"{name}: test accuracy {100 * stats['accuracy']:.2f}%, "
+            f"{path_name(action)}: test accuracy {100 * stats['accuracy']:.2f}%, "
             f"{stats['flops'] / straight_flops:.2f}x the straight pass's FLOPs",
             file=sys.stderr,
         )
@@ -114,7 +113,7 @@ def main(argv: list[str] | None = None) -> int:
             "machine": f"{platform.machine()} {device.type}, torch {torch.__version__}, "
             f"{torch.get_num_threads()} threads",
             "test": {
-                ("NOP" if action == 0 else f"loop-{action}"): {
+                path_name(action): {
                     "accuracy": stats["accuracy"],
                     "loss": stats["loss"],
                     "flops": stats["flops"],

@@ -248,6 +248,11 @@ def fit(
     return history
 
 
+def path_name(action: int) -> str:
+    """``NOP`` for action 0, ``loop-k`` for action k (the static path's name in every report)."""
+    return "NOP" if action == 0 else f"loop-{action}"
+
+
 @torch.no_grad()
 def evaluate_paths(model: DynaLayNet, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[int, float]:
     """Accuracy of every static path (0 = NOP .. n = loop all) on ``batches``."""
