@@ -182,6 +182,7 @@ def sequential_core(
     penalty: str = "consecutive",
     episodes: int | None = None,
     max_slots: int = 1024,
+    solver: str = "fpi",
 ) -> tuple[DynaLayCore, int]:
     """A core walking ``split`` in order, and how many episodes cover it (or ``episodes``)."""
     count = min(episodes or len(split), len(split))
@@ -195,6 +196,7 @@ def sequential_core(
         sequential=True,
         device=device,
         penalty=penalty,
+        solver=solver,
     )
     return core, count
 

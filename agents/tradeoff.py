@@ -44,7 +44,6 @@ from agents.evaluate import (
     PolicyResult,
     best_loop_on,
     evaluate_all,
-    make_core,
     run_policy,
     sequential_core,
     static_policy,
@@ -63,7 +62,7 @@ from dynalay_env.models import (
     shipped_model_provenance,
     train_main_model,
 )
-from main_model import DynaLayConfig, load_main_model, save_main_model
+from main_model import DynaLayConfig, DynaLayNet, load_main_model, save_main_model
 from main_model.checkpoint import state_digest
 from main_model.train import path_statistics
 
@@ -172,9 +171,8 @@ def train_model(name: str, config: TableConfig, seed: int, splits, out_dir: Path
     }
     if name != "dynalay":  # timed like the policies: its path through a sequential env core
         core, episodes = sequential_core(
-            model, splits["test"], alpha=0.5, beta=0.3, max_steps=1, device=device
+            model, splits["test"], alpha=0.5, beta=0.3, max_steps=1, device=device, solver=solver
         )
-        core = make_core(core, solver)
         run_policy(core, static_policy(paths[0]), min(episodes, 512), name)  # warm-up, untimed
         timed = run_policy(core, static_policy(paths[0]), episodes, name)
         record["ms_per_sample"] = timed.ms_per_sample
@@ -242,14 +240,15 @@ class TableConfigMismatch(ValueError):
     """The results directory holds a table made with other settings."""
 
 
-def _check_config(config: TableConfig, out: Path) -> None:
-    """Reuse finished work only when it was made with the same settings (seeds may differ)."""
+def _check_config(config: TableConfig, out: Path, dynalay: DynaLayNet | None) -> None:
+    """Reuse finished work only when it was made with the same settings (seeds may differ).
+
+    ``dynalay``: the model of ``config.dynalay_checkpoint``, when given."""
     saved_file = out / "table_config.json"
     current = {k: v for k, v in dataclasses.asdict(config).items() if k not in _FREE_KEYS}
     # The main model's defaults (contraction, tol, strides, norm...) shape every number too.
-    if config.dynalay_checkpoint is not None:
-        trained, _ = load_main_model(config.dynalay_checkpoint)
-        current["dynalay_digest"] = state_digest(trained)
+    if dynalay is not None:
+        current["dynalay_digest"] = state_digest(dynalay)
     current["model_config"] = model_config(config).to_dict()
     current = json.loads(json.dumps(current))  # tuples as lists, like the saved copy
     if saved_file.is_file():
@@ -269,13 +268,15 @@ def _check_config(config: TableConfig, out: Path) -> None:
 _FREE_KEYS = ("seeds", "device", "out")
 
 
-def validate(config: TableConfig) -> None:
-    """Refuse settings that would make the table compare unlike things."""
+def validate(config: TableConfig) -> DynaLayNet | None:
+    """Refuse settings that would make the table compare unlike things; returns the model of
+    ``config.dynalay_checkpoint`` (None when the table trains its own)."""
     unknown = sorted(set(config.models) - set(BASELINES))
     if unknown or "plain" not in config.models:
         raise ValueError(
             f"models must include 'plain' and be among {list(BASELINES)}, got {config.models}"
         )
+    trained = None
     if config.dynalay_checkpoint is not None:
         trained, _ = load_main_model(config.dynalay_checkpoint)
         expected = model_config(config)
@@ -286,13 +287,14 @@ def validate(config: TableConfig) -> None:
                 f"would get {expected.widths} and {expected.strides}: pass the same --widths "
                 f"and --strides"
             )
+    return trained
 
 
 def run_table(config: TableConfig) -> dict[str, Any]:
     """Train and evaluate everything for every seed, then aggregate; returns the JSON written."""
-    validate(config)
+    dynalay = validate(config)
     out = Path(config.out)
-    _check_config(config, out)
+    _check_config(config, out, dynalay)
     device = resolve_device(config.device)
     splits = _splits(config, device)
     per_seed: dict[int, dict[str, Any]] = {}
