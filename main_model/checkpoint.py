@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from main_model.network import DynaLayConfig, DynaLayNet
+from main_model.sequence import DynaLaySeqConfig, DynaLaySeqNet
 
 FORMAT_NAME = "dynalay-main-model"
 FORMAT_VERSION = 1
@@ -102,6 +103,7 @@ def save_main_model(
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
         "provenance": model.provenance,
+        **model.checkpoint_fields(),  # the sequence network's architecture tag and vocabulary
     }
     return atomic_save(payload, path)
 
@@ -151,13 +153,26 @@ def load_main_model(
     classes, widths, strides) must match it, e.g. the dataset an environment runs on.
     """
     payload = read_main_model_file(path)
+    sequence = payload.get("architecture") == DynaLaySeqConfig.ARCHITECTURE
     try:
-        # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
-        config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
+        if sequence:
+            config = DynaLaySeqConfig.from_dict(payload["config"])
+        else:
+            # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
+            config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} holds an invalid model config: {error}") from error
     if expected_config is not None:
-        keys = ("in_channels", "image_size", "num_classes", "widths", "strides")
+        if type(expected_config) is not type(config):
+            raise CheckpointError(
+                f"{path} holds a {type(config).__name__} model, not the expected "
+                f"{type(expected_config).__name__} one"
+            )
+        keys = (
+            (*DynaLaySeqConfig.DATA_FIELDS, "widths")
+            if sequence
+            else ("in_channels", "image_size", "num_classes", "widths", "strides")
+        )
         mismatches = [
             f"{key}: checkpoint {getattr(config, key)} != expected {getattr(expected_config, key)}"
             for key in keys
@@ -167,7 +182,16 @@ def load_main_model(
             raise CheckpointError(
                 f"{path} was trained for another architecture: " + "; ".join(mismatches)
             )
-    model = DynaLayNet(config)
+    if sequence:
+        vocabulary = payload.get("vocabulary")
+        if not isinstance(vocabulary, list) or len(vocabulary) != config.vocab_size:
+            raise CheckpointError(
+                f"{path}: its vocabulary does not match its model (a {config.vocab_size}-token "
+                f"embedding); a sequence model is only usable with the vocabulary it learned"
+            )
+        model = DynaLaySeqNet(config, tuple(vocabulary))
+    else:
+        model = DynaLayNet(config)
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:

@@ -28,3 +28,19 @@ def linear_flops(in_features: int, out_features: int, bias: bool = True) -> int:
 def conv_output_size(size: int, kernel_size: int, stride: int, padding: int) -> int:
     """Side of a convolution's output on a square input of side ``size``."""
     return (size + 2 * padding - kernel_size) // stride + 1
+
+
+def conv1d_flops(in_channels: int, out_channels: int, kernel_size: int, length: int) -> int:
+    """FLOPs of one bias-free 1-D convolution producing ``(out_channels, length)``."""
+    return 2 * in_channels * kernel_size * out_channels * length
+
+
+def lstm_flops(input_size: int, hidden_size: int, steps: int) -> int:
+    """FLOPs of one LSTM layer (PyTorch's: biases ``b_ih`` and ``b_hh``) over ``steps`` steps.
+
+    Per step the four gates are ``W_ih x + b_ih + W_hh h + b_hh``, each ``hidden_size`` wide:
+    ``2 * 4H * (I + H)`` multiply-add FLOPs plus ``2 * 4H`` for the two biases. The gate
+    non-linearities and the cell update are element-wise and not counted (module convention).
+    """
+    gates = 4 * hidden_size
+    return steps * (2 * gates * (input_size + hidden_size) + 2 * gates)

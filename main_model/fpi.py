@@ -50,32 +50,41 @@ SPECTRAL_NORMS = ("fft", "power")
 
 
 def circulant_operator_norm(weight: Tensor, size: int) -> Tensor:
-    """Operator norm of the same-padding convolution by ``weight`` on ``size x size`` maps, from
-    above: exactly the norm of the circular convolution on a grid of side ``size + k - 1``.
+    """Operator norm of a zero-padded convolution by ``weight`` on maps of side ``size`` (1-D
+    sequences or 2-D images), from above: exactly the norm of the circular convolution on a grid
+    of side ``size + k - 1``.
 
-    The zero-padded convolution on ``size x size`` maps is that circular convolution restricted
-    to maps that vanish on the extra ``k - 1`` rows and columns (no wrap-around reaches them), so
-    its norm can only be smaller. A circular convolution is diagonalised by the 2-D DFT: at each
-    frequency it multiplies by the ``(C_out, C_in)`` matrix of the kernel's DFT, so its norm is the
-    largest singular value over frequencies (Sedghi et al., 2019). Differentiable.
+    Any zero-padded convolution whose outputs stay within the input's extent (same padding, or
+    causal left padding over time) is that circular convolution restricted to maps that vanish
+    on the extra ``k - 1`` positions per axis (no wrap-around reaches them) and read on a subset
+    of its outputs, so its norm can only be smaller. A circular convolution is diagonalised by
+    the DFT: at each frequency it multiplies by the ``(C_out, C_in)`` matrix of the kernel's
+    DFT, so its norm is the largest singular value over frequencies (Sedghi et al., 2019).
+    Differentiable.
 
     Args:
-        weight: (C_out, C_in, k, k) kernel.
-        size: side of the feature maps the convolution acts on.
+        weight: (C_out, C_in, k) or (C_out, C_in, k, k) kernel.
+        size: side (length) of the maps the convolution acts on.
 
     Returns:
         A 0-d tensor >= the operator norm of the zero-padded convolution.
     """
-    grid = size + weight.shape[-1] - 1
-    spectrum = torch.fft.rfft2(weight, s=(grid, grid))  # real kernel: half the plane suffices
-    per_frequency = spectrum.permute(2, 3, 0, 1)  # (grid, grid // 2 + 1, C_out, C_in)
+    axes = weight.dim() - 2
+    grid = (size + weight.shape[-1] - 1,) * axes
+    # Real kernel: half the spectrum suffices.
+    spectrum = torch.fft.rfftn(weight, s=grid, dim=tuple(range(2, 2 + axes)))
+    per_frequency = spectrum.permute(*range(2, 2 + axes), 0, 1)  # (*frequencies, C_out, C_in)
     return torch.linalg.matrix_norm(per_frequency, ord=2).amax()
 
 
-class ContractiveConv2d(nn.Module):
-    """Same-padding ``C -> C`` convolution rescaled so its operator norm is at most ``bound``.
+class ContractiveConv(nn.Module):
+    """A ``C -> C`` convolution rescaled so its operator norm is at most ``bound``.
 
-    The norm is that of the convolution as a linear map on ``(C, size, size)`` feature maps (not
+    ``dims=2`` (images): same padding on ``(C, size, size)`` maps. ``dims=1`` (sequences):
+    causal over time on ``(C, size)`` sequences, i.e. output t sees inputs t-k+1..t only, so a
+    language model's position t never sees the token it must predict.
+
+    The norm is that of the convolution as a linear map on those maps (not
     of the reshaped weight matrix, which can under-estimate it up to ``kernel_size``-fold). The
     effective weight is ``W * min(1, bound / norm(W))``, computed from the current weights at
     every use, so the bound holds while the optimiser moves them. ``method`` is how the norm is
@@ -90,11 +99,17 @@ class ContractiveConv2d(nn.Module):
       whenever the weights changed in evaluation mode, one warm-started step per training
       forward. It approaches the norm from below, so while the weights move in training the
       effective norm can exceed the bound (0.94 measured on a tiny layer under SGD). Kept for
-      checkpoints trained with it (those written before ``fft`` existed).
+      checkpoints trained with it (those written before ``fft`` existed); images only.
     """
 
     def __init__(
-        self, channels: int, size: int, bound: float, kernel_size: int = 3, method: str = "fft"
+        self,
+        channels: int,
+        size: int,
+        bound: float,
+        kernel_size: int = 3,
+        method: str = "fft",
+        dims: int = 2,
     ) -> None:
         super().__init__()
         if not 0.0 < bound < 1.0:
@@ -103,15 +118,19 @@ class ContractiveConv2d(nn.Module):
             raise ValueError(
                 f"spectral norm method must be one of {SPECTRAL_NORMS}, got {method!r}"
             )
+        if dims not in (1, 2) or (dims == 1 and method != "fft"):
+            raise ValueError(f"dims must be 2, or 1 with method 'fft'; got {dims}, {method!r}")
         self.bound = bound
         self.size = size
         self.method = method
+        self.dims = dims
+        self.kernel_size = kernel_size
         self.padding = kernel_size // 2
-        self.weight = nn.Parameter(torch.empty(channels, channels, kernel_size, kernel_size))
+        self.weight = nn.Parameter(torch.empty(channels, channels, *(kernel_size,) * dims))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
         # The power-iteration state is a buffer for both methods, so checkpoints of either load
         # into the same architecture.
-        vector = torch.randn(1, channels, size, size)
+        vector = torch.randn(1, channels, *(size,) * dims)
         self.register_buffer("power_vector", vector / vector.norm())
         self.register_buffer("weight_norm", torch.ones(()))
         self._norm_for_version: int | None = None
@@ -120,7 +139,10 @@ class ContractiveConv2d(nn.Module):
         self._vector_converged = False
 
     def conv(self, z: Tensor, weight: Tensor) -> Tensor:
-        return F.conv2d(z, weight, padding=self.padding)
+        """``weight * z``: z (B, C, size, size) same-padded, or (B, C, size) causal."""
+        if self.dims == 2:
+            return F.conv2d(z, weight, padding=self.padding)
+        return F.conv1d(F.pad(z, (self.kernel_size - 1, 0)), weight)
 
     def _power_step(self) -> Tensor:
         """One power-iteration step on ``A^T A``; updates the persistent vector, returns ``A v``."""
@@ -159,7 +181,7 @@ class ContractiveConv2d(nn.Module):
         return self.conv(self.power_vector.clone(), self.weight).norm()
 
     def effective_weight(self) -> Tensor:
-        """The weight actually used in f, with operator norm <= ``bound``. Shape (C, C, k, k)."""
+        """The weight actually used in f, operator norm <= ``bound``. Shape (C, C, k[, k])."""
         if self.training:
             norm = self._training_norm()
             self.weight_norm.copy_(norm.detach())
@@ -176,12 +198,16 @@ class ContractiveConv2d(nn.Module):
         self._vector_converged = True  # the saved vector was converged by its training
 
 
+#: The image blocks' name for :class:`ContractiveConv` (``dims=2``), kept for existing callers.
+ContractiveConv2d = ContractiveConv
+
+
 @dataclass
 class FixedPointResult:
     """Outcome of looping one block on a batch of B samples.
 
     Attributes:
-        z: (B, C, H, W) the fixed point (the last finite iterate for diverged samples).
+        z: (B, C, H, W) or (B, C, T) the fixed point (the last finite iterate for diverged samples).
         iterations: (B,) int64, applications of f spent on each sample.
         residual: (B,) float, last relative residual ||z_{t+1} - z_t|| / ||z_{t+1}||
             (``inf`` where it was not finite).
@@ -228,59 +254,21 @@ class StraightStatsBatchNorm(nn.BatchNorm2d):
         return (x - mean) * scale + self.bias.view(1, -1, 1, 1)
 
 
-NORMS = ("batch", "group")
+class FixedPointLayer(nn.Module):
+    """What every looped layer shares: the map f(z, u) = act(W * z + u) with ``W`` a
+    :class:`ContractiveConv` (``self.loop_conv``) and ``act`` 1-Lipschitz (``activation``), so f
+    is a contraction in z; per-sample fixed-point solves; implicit backward.
 
-
-def group_count(channels: int, norm_groups: int) -> int:
-    """GroupNorm groups for ``channels``: the largest divisor of ``channels`` <= ``norm_groups``."""
-    return max(g for g in range(1, min(channels, norm_groups) + 1) if channels % g == 0)
-
-
-class FPIBlock(nn.Module):
-    """One FPI block: injection ``u = norm(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
-
-    Args:
-        in_channels: channels of the block input x.
-        out_channels: channels of z.
-        in_size: side of the (square) input x; z has side ``out_size``.
-        stride: stride of the injection conv (2 halves the resolution).
-        contraction: bound gamma < 1 on the operator norm of W.
-        norm: the injection's normalisation, ``batch`` or ``group`` (module docstring).
-        norm_groups: GroupNorm groups of the injection (at most; see :func:`group_count`).
-        spectral_norm: how the loop conv's norm is bounded (:class:`ContractiveConv2d`).
-        backward_tol: relative tolerance of the implicit-backward solve.
-        backward_max_iter: iteration cap of the implicit-backward solve.
+    Subclasses build ``loop_conv``, an ``inject`` and the FLOP counts ``inject_flops`` and
+    ``iteration_flops``, and call :meth:`_init_implicit_backward`. z and u have the same shape,
+    (B, C, H, W) for images or (B, C, T) for sequences.
     """
 
-    def __init__(
-        self,
-        in_channels: int,
-        out_channels: int,
-        in_size: int,
-        stride: int,
-        contraction: float,
-        norm: str = "batch",
-        norm_groups: int = 8,
-        spectral_norm: str = "fft",
-        backward_tol: float = 1e-6,
-        backward_max_iter: int = 60,
-    ) -> None:
-        super().__init__()
-        self.inject_conv = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
-        if norm not in NORMS:
-            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
-        self.inject_norm = (
-            StraightStatsBatchNorm(out_channels)
-            if norm == "batch"
-            else nn.GroupNorm(group_count(out_channels, norm_groups), out_channels)
-        )
-        self.out_size = conv_output_size(in_size, kernel_size=3, stride=stride, padding=1)
-        self.loop_conv = ContractiveConv2d(
-            out_channels, self.out_size, contraction, method=spectral_norm
-        )
-        #: FLOPs per sample of the injection conv and of one application of f (the W conv).
-        self.inject_flops = conv2d_flops(in_channels, out_channels, 3, self.out_size)
-        self.iteration_flops = conv2d_flops(out_channels, out_channels, 3, self.out_size)
+    loop_conv: ContractiveConv
+    inject_flops: int
+    iteration_flops: int
+
+    def _init_implicit_backward(self, backward_tol: float, backward_max_iter: int) -> None:
         self._implicit_backward = backward_factory(
             grad_type="ift",
             b_solver=get_solver("fixed_point_iter"),
@@ -291,26 +279,17 @@ class FPIBlock(nn.Module):
             },
         )
 
-    def inject(self, x: Tensor, straight: bool = True) -> Tensor:
-        """Input injection u: (B, C_in, H_in, W_in) -> (B, C, H, W).
-
-        ``straight=False`` when a loop path recomputes it on a looped input: BatchNorm then
-        reuses the straight pass's statistics (see :class:`StraightStatsBatchNorm`).
-        """
-        out = self.inject_conv(x)
-        if isinstance(self.inject_norm, StraightStatsBatchNorm):
-            return self.inject_norm(out, reuse_straight_stats=not straight)
-        return self.inject_norm(out)
+    #: The 1-Lipschitz activation of f (ReLU for the image blocks).
+    activation = staticmethod(F.relu)
 
     def f(self, z: Tensor, u: Tensor, weight: Tensor | None = None) -> Tensor:
-        """The FPI map f(z, u) = relu(W * z + u); ``weight`` avoids re-normalising W per call."""
+        """The FPI map f(z, u) = act(W * z + u); ``weight`` avoids re-normalising W per call."""
         weight = self.loop_conv.effective_weight() if weight is None else weight
-        return F.relu(self.loop_conv.conv(z, weight) + u)
+        return self.activation(self.loop_conv.conv(z, weight) + u)
 
-    @staticmethod
-    def straight(u: Tensor) -> Tensor:
-        """One application of f from z = 0: relu(u) (W * 0 vanishes, so no loop conv runs)."""
-        return F.relu(u)
+    def straight(self, u: Tensor) -> Tensor:
+        """One application of f from z = 0: act(u) (W * 0 vanishes, so no loop conv runs)."""
+        return self.activation(u)
 
     @torch.no_grad()
     def solve(self, u: Tensor, z_init: Tensor, weight: Tensor, tol: float, max_iter: int):
@@ -403,7 +382,7 @@ class FPIBlock(nn.Module):
     ) -> FixedPointResult:
         """Loop to the fixed point; when autograd is on, z carries the implicit gradient.
 
-        Shapes: u (B, C, H, W), z_init (B, C, H, W) warm start. ``solver``: ``fpi`` (plain
+        Shapes: u and z_init (the warm start) (B, C, H, W) or (B, C, T). ``solver``: ``fpi`` (plain
         per-sample iteration, what DynaLay's actions run) or ``anderson``/``broyden``.
         ``weight``: the loop conv's effective weight when the caller already has it.
         """
@@ -416,3 +395,70 @@ class FPIBlock(nn.Module):
             (z_grad,) = self._implicit_backward(self, lambda z: self.f(z, u, weight), result.z)
             result.z = z_grad
         return result
+
+
+NORMS = ("batch", "group")
+
+
+def group_count(channels: int, norm_groups: int) -> int:
+    """GroupNorm groups for ``channels``: the largest divisor of ``channels`` <= ``norm_groups``."""
+    return max(g for g in range(1, min(channels, norm_groups) + 1) if channels % g == 0)
+
+
+class FPIBlock(FixedPointLayer):
+    """One FPI block: injection ``u = norm(conv(x))`` and contraction ``f(z, u) = relu(W*z + u)``.
+
+    Args:
+        in_channels: channels of the block input x.
+        out_channels: channels of z.
+        in_size: side of the (square) input x; z has side ``out_size``.
+        stride: stride of the injection conv (2 halves the resolution).
+        contraction: bound gamma < 1 on the operator norm of W.
+        norm: the injection's normalisation, ``batch`` or ``group`` (module docstring).
+        norm_groups: GroupNorm groups of the injection (at most; see :func:`group_count`).
+        spectral_norm: how the loop conv's norm is bounded (:class:`ContractiveConv2d`).
+        backward_tol: relative tolerance of the implicit-backward solve.
+        backward_max_iter: iteration cap of the implicit-backward solve.
+    """
+
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        in_size: int,
+        stride: int,
+        contraction: float,
+        norm: str = "batch",
+        norm_groups: int = 8,
+        spectral_norm: str = "fft",
+        backward_tol: float = 1e-6,
+        backward_max_iter: int = 60,
+    ) -> None:
+        super().__init__()
+        self.inject_conv = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
+        if norm not in NORMS:
+            raise ValueError(f"norm must be one of {NORMS}, got {norm!r}")
+        self.inject_norm = (
+            StraightStatsBatchNorm(out_channels)
+            if norm == "batch"
+            else nn.GroupNorm(group_count(out_channels, norm_groups), out_channels)
+        )
+        self.out_size = conv_output_size(in_size, kernel_size=3, stride=stride, padding=1)
+        self.loop_conv = ContractiveConv2d(
+            out_channels, self.out_size, contraction, method=spectral_norm
+        )
+        #: FLOPs per sample of the injection conv and of one application of f (the W conv).
+        self.inject_flops = conv2d_flops(in_channels, out_channels, 3, self.out_size)
+        self.iteration_flops = conv2d_flops(out_channels, out_channels, 3, self.out_size)
+        self._init_implicit_backward(backward_tol, backward_max_iter)
+
+    def inject(self, x: Tensor, straight: bool = True) -> Tensor:
+        """Input injection u: (B, C_in, H_in, W_in) -> (B, C, H, W).
+
+        ``straight=False`` when a loop path recomputes it on a looped input: BatchNorm then
+        reuses the straight pass's statistics (see :class:`StraightStatsBatchNorm`).
+        """
+        out = self.inject_conv(x)
+        if isinstance(self.inject_norm, StraightStatsBatchNorm):
+            return self.inject_norm(out, reuse_straight_stats=not straight)
+        return self.inject_norm(out)

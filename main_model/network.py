@@ -19,6 +19,8 @@ from main_model.cost import linear_flops
 from main_model.fpi import NORMS, SPECTRAL_NORMS, FPIBlock
 
 SOLVERS = ("fpi", "anderson", "broyden")
+#: Per-position predictions show their this many largest probabilities (NetState.class_probabilities).
+TOP_PROBABILITIES = 8
 
 
 @dataclass(frozen=True)
@@ -154,8 +156,24 @@ class NetState:
         return self
 
     def pooled(self) -> Tensor:
-        """(B, sum_l C_l) global-average-pooled activations of every block."""
-        return torch.cat([t.mean(dim=(2, 3)) for t in self.z], dim=1)
+        """(B, sum_l C_l) activations of every block averaged over their positions (the pixels
+        of (B, C, H, W) maps, the time steps of (B, C, T) sequences)."""
+        return torch.cat([t.mean(dim=tuple(range(2, t.dim()))) for t in self.z], dim=1)
+
+    def class_probabilities(self) -> Tensor:
+        """(B, F) what the observation shows of the prediction.
+
+        One prediction per sample, logits (B, K): the softmax, F = K. One prediction per
+        position, logits (B, K, T) (a language model's next-token logits): each position's
+        :data:`TOP_PROBABILITIES` largest probabilities, sorted descending and averaged over the
+        positions, F = ``TOP_PROBABILITIES`` (K is the vocabulary: too wide to show whole).
+        Either way every value is in [0, 1] and the largest comes first where it is a maximum.
+        """
+        probabilities = torch.softmax(self.logits, dim=1)
+        if probabilities.dim() == 2:
+            return probabilities
+        top = probabilities.topk(TOP_PROBABILITIES, dim=1).values  # (B, F, T), sorted
+        return top.mean(dim=2)
 
 
 @dataclass
@@ -175,38 +193,41 @@ class StepOutput:
     diverged: Tensor
 
 
-class DynaLayNet(nn.Module):
-    """A stack of :class:`FPIBlock` and a linear head over global-average-pooled features.
+class FPINetwork(nn.Module):
+    """What every DynaLay network shares: actions, grouped stepping and the FLOP model.
 
-    ``straight(images)`` is the plain CNN; ``step(state, actions)`` applies one decision per
-    sample; ``forward(images, actions)`` is both at once (the supervised-training entry point).
+    A network is a stack of n :class:`~main_model.fpi.FixedPointLayer` blocks (``self.blocks``)
+    between an ``embed`` of the inputs and a ``readout`` of the last block's output. Subclasses
+    set ``config`` (with ``tol`` and ``max_iter``), ``blocks`` and ``head_flops`` (FLOPs of one
+    readout per sample), and define :meth:`embed`, :meth:`readout` and :meth:`_check_inputs`.
+    ``straight(inputs)`` is the plain network; ``step(state, actions)`` applies one decision per
+    sample; ``forward(inputs, actions)`` is both at once (the supervised-training entry point).
     """
 
-    def __init__(self, config: DynaLayConfig | None = None) -> None:
-        super().__init__()
-        self.config = config or DynaLayConfig()
-        blocks, channels, size = [], self.config.in_channels, self.config.image_size
-        for width, stride in zip(self.config.widths, self.config.strides, strict=True):
-            block = FPIBlock(
-                channels,
-                width,
-                size,
-                stride,
-                self.config.contraction,
-                norm=self.config.norm,
-                norm_groups=self.config.norm_groups,
-                spectral_norm=self.config.spectral_norm,
-                backward_tol=self.config.backward_tol,
-                backward_max_iter=self.config.backward_max_iter,
-            )
-            blocks.append(block)
-            channels, size = width, block.out_size
-        self.blocks = nn.ModuleList(blocks)
-        self.head = nn.Linear(channels, self.config.num_classes)
-        #: What the model was trained on (dataset, training rows, recipe), saved with its
-        #: checkpoints; whoever trains it fills it in (``dynalay_env.data.training_provenance``).
-        self.provenance: dict[str, Any] = {}
-        self.head_flops = linear_flops(channels, self.config.num_classes)
+    config: Any
+    blocks: nn.ModuleList
+    head_flops: int
+
+    def embed(self, inputs: Tensor) -> Tensor:
+        """The first block's input x from the network's inputs."""
+        raise NotImplementedError
+
+    def readout(self, z: Tensor) -> Tensor:
+        """Logits from the last block's output z."""
+        raise NotImplementedError
+
+    def _check_inputs(self, inputs: Tensor) -> None:
+        """Raise a ValueError that says what is wrong when ``inputs`` do not fit the network."""
+        raise NotImplementedError
+
+    @property
+    def probability_features(self) -> int:
+        """Width F of :meth:`NetState.class_probabilities` for this network's logits."""
+        return self.config.num_classes
+
+    def checkpoint_fields(self) -> dict[str, Any]:
+        """Entries a checkpoint holds beside weights, config and provenance (none here)."""
+        return {}
 
     # ----- cost model -------------------------------------------------------------------------
     @property
@@ -219,13 +240,13 @@ class DynaLayNet(nn.Module):
         return self.n_blocks + 1
 
     def straight_flops(self) -> int:
-        """FLOPs per sample of the plain CNN (every block straight through, then the head)."""
+        """FLOPs per sample of the plain network (every block straight through, the head)."""
         return sum(b.inject_flops for b in self.blocks) + self.head_flops
 
     def step_flops(self, action: int, iterations: Sequence[int]) -> int:
         """FLOPs of one step with loop action ``action`` and the given per-block iterations.
 
-        Block 1's injection depends only on the image and is reused; every later block sees a
+        Block 1's injection depends only on the input and is reused; every later block sees a
         new input and recomputes its injection; looped blocks add iterations x one W conv.
         """
         if action == 0:
@@ -247,33 +268,24 @@ class DynaLayNet(nn.Module):
         return fixed + (iterations[:, :action] * per_iteration[:action]).sum(dim=1)
 
     # ----- forward paths ----------------------------------------------------------------------
-    def _check_images(self, images: Tensor) -> None:
-        expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
-        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
-            raise ValueError(
-                f"images must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}) for this "
-                f"network, got {tuple(images.shape)}; build the network with a DynaLayConfig "
-                f"whose in_channels/image_size match the data"
-            )
-
-    def straight(self, images: Tensor) -> StepOutput:
-        """The straight pass (the plain CNN). images: (B, C, H, W) normalised floats."""
-        self._check_images(images)
-        z, injections, x = [], [], images
+    def straight(self, inputs: Tensor) -> StepOutput:
+        """The straight pass (every block run once: the plain network) on a batch of inputs."""
+        self._check_inputs(inputs)
+        z, injections, x = [], [], self.embed(inputs)
         for block in self.blocks:
             u = block.inject(x)
             x = block.straight(u)
             injections.append(u)
             z.append(x)
-        batch, n = images.shape[0], self.n_blocks
+        batch, n = inputs.shape[0], self.n_blocks
         state = NetState(
             z=tuple(z),
             injection=tuple(injections),
-            logits=self.head(x.mean(dim=(2, 3))),
-            residual=torch.ones(batch, n, device=images.device, dtype=images.dtype),
+            logits=self.readout(x),
+            residual=torch.ones(batch, n, device=x.device, dtype=x.dtype),
         )
-        flops = torch.full((batch,), self.straight_flops(), dtype=torch.long, device=images.device)
-        no_iterations = torch.zeros(batch, n, dtype=torch.long, device=images.device)
+        flops = torch.full((batch,), self.straight_flops(), dtype=torch.long, device=x.device)
+        no_iterations = torch.zeros(batch, n, dtype=torch.long, device=x.device)
         return StepOutput(state, flops, no_iterations, torch.zeros_like(no_iterations, dtype=bool))
 
     def loop_weights(self) -> tuple[Tensor, ...]:
@@ -310,7 +322,7 @@ class DynaLayNet(nn.Module):
         new_state = NetState(
             z=tuple(z),
             injection=tuple(injections),
-            logits=self.head(z[-1].mean(dim=(2, 3))),
+            logits=self.readout(z[-1]),
             residual=torch.stack(residual, dim=1),
         )
         return StepOutput(
@@ -365,9 +377,59 @@ class DynaLayNet(nn.Module):
             diverged = diverged.index_copy(0, index, group.diverged)
         return StepOutput(state if new_state is None else new_state, flops, iterations, diverged)
 
-    def forward(self, images: Tensor, actions: Tensor | None = None, solver: str = "fpi") -> Tensor:
-        """Logits (B, K) after the straight pass and, if given, one action per sample."""
-        output = self.straight(images)
+    def forward(self, inputs: Tensor, actions: Tensor | None = None, solver: str = "fpi") -> Tensor:
+        """Logits after the straight pass and, if given, one action per sample."""
+        output = self.straight(inputs)
         if actions is not None:
             output = self.step(output.state, actions, solver)
         return output.state.logits
+
+
+class DynaLayNet(FPINetwork):
+    """The image network: a stack of :class:`FPIBlock` and a linear head over
+    global-average-pooled features. ``straight(images)`` is the plain CNN; images are
+    (B, C, H, W) normalised floats. The rest is :class:`FPINetwork`'s.
+    """
+
+    def __init__(self, config: DynaLayConfig | None = None) -> None:
+        super().__init__()
+        self.config = config or DynaLayConfig()
+        blocks, channels, size = [], self.config.in_channels, self.config.image_size
+        for width, stride in zip(self.config.widths, self.config.strides, strict=True):
+            block = FPIBlock(
+                channels,
+                width,
+                size,
+                stride,
+                self.config.contraction,
+                norm=self.config.norm,
+                norm_groups=self.config.norm_groups,
+                spectral_norm=self.config.spectral_norm,
+                backward_tol=self.config.backward_tol,
+                backward_max_iter=self.config.backward_max_iter,
+            )
+            blocks.append(block)
+            channels, size = width, block.out_size
+        self.blocks = nn.ModuleList(blocks)
+        self.head = nn.Linear(channels, self.config.num_classes)
+        #: What the model was trained on (dataset, training rows, recipe), saved with its
+        #: checkpoints; whoever trains it fills it in (``dynalay_env.data.training_provenance``).
+        self.provenance: dict[str, Any] = {}
+        self.head_flops = linear_flops(channels, self.config.num_classes)
+
+    def embed(self, inputs: Tensor) -> Tensor:
+        """The images themselves: (B, C, H, W) normalised floats."""
+        return inputs
+
+    def readout(self, z: Tensor) -> Tensor:
+        """(B, K) logits: the head on the global-average-pooled last block."""
+        return self.head(z.mean(dim=(2, 3)))
+
+    def _check_inputs(self, images: Tensor) -> None:
+        expected = (self.config.in_channels, self.config.image_size, self.config.image_size)
+        if images.dim() != 4 or tuple(images.shape[1:]) != expected:
+            raise ValueError(
+                f"images must have shape (B, {expected[0]}, {expected[1]}, {expected[2]}) for this "
+                f"network, got {tuple(images.shape)}; build the network with a DynaLayConfig "
+                f"whose in_channels/image_size match the data"
+            )
