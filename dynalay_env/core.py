@@ -42,42 +42,12 @@ from dynalay_env.data import ImageSplit
 from main_model import DynaLayNet, NetState
 from main_model.network import SOLVERS
 
-RESIDUAL_CLIP = 10.0
+# The agent's view of a state and the decision bookkeeping live in main_model, so the deployable
+# classifier (main_model.adaptive) replays episodes with the very same code; re-exported here.
+from main_model.observation import RESIDUAL_CLIP, decide, first_observation, observation_tensor
+
 #: Readings of the reward's last factor (see :class:`DynaLayCore`'s ``penalty``).
 PENALTIES = ("consecutive", "layer")
-
-
-def observation_tensor(
-    state: NetState,
-    previous_action: Tensor,
-    consecutive: Tensor,
-    steps: Tensor,
-    n_actions: int,
-) -> Tensor:
-    """(B, D) float32 observations (layout in the module docstring) of a batch of states.
-
-    ``previous_action`` (B,) is -1 before the first decision; ``consecutive`` and ``steps`` (B,)
-    are counts. Used by the core and by anything that needs the agent's view of a state.
-    """
-    previous = torch.nn.functional.one_hot(previous_action.clamp_min(0), n_actions)
-    previous = previous * (previous_action >= 0).unsqueeze(1)
-    parts = [
-        state.pooled(),
-        torch.softmax(state.logits, dim=1),
-        state.residual.nan_to_num(RESIDUAL_CLIP).clamp(0.0, RESIDUAL_CLIP),
-        previous.float(),
-        consecutive.unsqueeze(1).float(),
-        steps.unsqueeze(1).float(),
-    ]
-    return torch.cat(parts, dim=1).to(torch.float32)
-
-
-def first_observation(state: NetState, n_actions: int) -> Tensor:
-    """(B, D) observations right after reset (straight pass, no decision taken yet)."""
-    batch, device = state.batch_size, state.logits.device
-    none = torch.full((batch,), -1, dtype=torch.long, device=device)
-    zeros = torch.zeros(batch, dtype=torch.long, device=device)
-    return observation_tensor(state, none, zeros, zeros, n_actions)
 
 
 @dataclass
@@ -331,7 +301,6 @@ class DynaLayCore:
         self.state = output.state
 
         looped = (actions_t > 0) & active_t
-        count = torch.where(actions_t == self.previous_action, self.consecutive + 1, 1)
         cost = output.flops.double() / self.max_step_flops
         # Written in every slot (inactive ones get their own entry back): a boolean or
         # nonzero() selection of the active slots would wait for the device to know how many.
@@ -340,16 +309,20 @@ class DynaLayCore:
         self.action_history[slots, column] = torch.where(
             active_t, actions_t, self.action_history[slots, column]
         )
-        self.steps += active_t.long()
-        self.consecutive = torch.where(active_t, count, self.consecutive)
-        self.previous_action = torch.where(active_t, actions_t, self.previous_action)
+        decision = decide(
+            self.previous_action, self.consecutive, self.steps, actions_t, active_t, self.max_steps
+        )
+        count = decision.count
+        self.steps = decision.steps
+        self.consecutive = decision.consecutive
+        self.previous_action = decision.previous_action
         self.total_cost += torch.where(looped, cost, 0.0)
         self.total_flops += output.flops
         self.iterations += output.iterations
 
         label = self.split.labels[self.rows]
         correct = self.state.logits.argmax(dim=1) == label
-        terminated = active_t & (~looped | (self.steps >= self.max_steps))
+        terminated = decision.ended
         truncated = torch.zeros_like(terminated)
         if self.max_episode_steps is not None:
             truncated = active_t & ~terminated & (self.steps >= self.max_episode_steps)

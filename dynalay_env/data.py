@@ -24,6 +24,8 @@ import torch
 import torchvision
 from torch import Tensor
 
+from main_model.adaptive import normalize_pixels
+
 SPLITS = ("train", "holdout", "test")
 
 
@@ -170,8 +172,7 @@ class ImageSplit:
             and rows.dtype != torch.bool
             else self.images[rows]
         )
-        pixels = selected.float().div_(255.0)
-        return pixels.sub_(self._mean.to(pixels.device)).div_(self._std.to(pixels.device))
+        return normalize_pixels(selected, self._mean, self._std)
 
     def subset(self, rows: Tensor) -> ImageSplit:
         """The samples at ``rows`` (positions in this split)."""

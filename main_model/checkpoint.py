@@ -18,7 +18,6 @@ from typing import Any
 import torch
 
 from main_model.network import DynaLayConfig, DynaLayNet
-from main_model.sequence import DynaLaySeqConfig, DynaLaySeqNet
 
 FORMAT_NAME = "dynalay-main-model"
 FORMAT_VERSION = 1
@@ -96,16 +95,20 @@ def save_main_model(
 ) -> Path:
     """Write ``model`` (weights, buffers, config, :attr:`~DynaLayNet.provenance`) and optional
     JSON-like ``metadata`` to ``path``."""
-    payload = {
+    return atomic_save(main_model_payload(model, metadata), path)
+
+
+def main_model_payload(model: DynaLayNet, metadata: dict[str, Any] | None = None) -> dict:
+    """What a checkpoint file holds (CPU tensors, plain values): also embedded in other files
+    (the deployable classifier's, :mod:`main_model.adaptive`)."""
+    return {
         "format": FORMAT_NAME,
         "format_version": FORMAT_VERSION,
         "config": model.config.to_dict(),
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
         "provenance": model.provenance,
-        **model.checkpoint_fields(),  # the sequence network's architecture tag and vocabulary
     }
-    return atomic_save(payload, path)
 
 
 def state_digest(model: torch.nn.Module) -> str:
@@ -129,6 +132,12 @@ def read_main_model_file(path: str | os.PathLike) -> dict[str, Any]:
         raise CheckpointError(
             f"{path} is not a readable DynaLay checkpoint (corrupt or truncated?): {error}"
         ) from error
+    check_main_model_payload(payload, path)
+    return payload
+
+
+def check_main_model_payload(payload: Any, path: str | os.PathLike) -> None:
+    """Raise :class:`CheckpointError` unless ``payload`` is a main model this DynaLay reads."""
     if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
         raise CheckpointError(
             f"{path} is not a DynaLay main-model checkpoint (no '{FORMAT_NAME}' format tag)"
@@ -139,7 +148,6 @@ def read_main_model_file(path: str | os.PathLike) -> dict[str, Any]:
             f"{path} has checkpoint format version {version}, newer than the version "
             f"{FORMAT_VERSION} this DynaLay reads; upgrade DynaLay to load it"
         )
-    return payload
 
 
 def load_main_model(
@@ -153,26 +161,24 @@ def load_main_model(
     classes, widths, strides) must match it, e.g. the dataset an environment runs on.
     """
     payload = read_main_model_file(path)
-    sequence = payload.get("architecture") == DynaLaySeqConfig.ARCHITECTURE
+    model = main_model_from_payload(payload, path, expected_config)
+    return model.to(device).eval(), dict(payload.get("metadata", {}))
+
+
+def main_model_from_payload(
+    payload: dict[str, Any],
+    path: str | os.PathLike,
+    expected_config: DynaLayConfig | None = None,
+) -> DynaLayNet:
+    """The model of a validated payload (:func:`read_main_model_file`), on the CPU, in training
+    mode; ``path`` names the file in errors. See :func:`load_main_model`."""
     try:
-        if sequence:
-            config = DynaLaySeqConfig.from_dict(payload["config"])
-        else:
-            # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
-            config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
+        # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
+        config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} holds an invalid model config: {error}") from error
     if expected_config is not None:
-        if type(expected_config) is not type(config):
-            raise CheckpointError(
-                f"{path} holds a {type(config).__name__} model, not the expected "
-                f"{type(expected_config).__name__} one"
-            )
-        keys = (
-            (*DynaLaySeqConfig.DATA_FIELDS, "widths")
-            if sequence
-            else ("in_channels", "image_size", "num_classes", "widths", "strides")
-        )
+        keys = ("in_channels", "image_size", "num_classes", "widths", "strides")
         mismatches = [
             f"{key}: checkpoint {getattr(config, key)} != expected {getattr(expected_config, key)}"
             for key in keys
@@ -182,16 +188,7 @@ def load_main_model(
             raise CheckpointError(
                 f"{path} was trained for another architecture: " + "; ".join(mismatches)
             )
-    if sequence:
-        vocabulary = payload.get("vocabulary")
-        if not isinstance(vocabulary, list) or len(vocabulary) != config.vocab_size:
-            raise CheckpointError(
-                f"{path}: its vocabulary does not match its model (a {config.vocab_size}-token "
-                f"embedding); a sequence model is only usable with the vocabulary it learned"
-            )
-        model = DynaLaySeqNet(config, tuple(vocabulary))
-    else:
-        model = DynaLayNet(config)
+    model = DynaLayNet(config)
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
@@ -199,4 +196,4 @@ def load_main_model(
             f"{path}: weights do not match the architecture in its own config: {error}"
         ) from error
     model.provenance = dict(payload.get("provenance", {}))
-    return model.to(device).eval(), dict(payload.get("metadata", {}))
+    return model

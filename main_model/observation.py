@@ -1,0 +1,99 @@
+"""What an agent sees of the main model's state, and the bookkeeping of its decisions.
+
+Shared by the environment (``dynalay_env.core``, which defines the episodes and the rewards) and
+the deployable classifier (:mod:`main_model.adaptive`, which replays the episodes without the
+env): one definition of the observation and of when an episode ends, so the two cannot drift.
+The observation layout is documented in ``dynalay_env/core.py``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from main_model.network import NetState
+
+#: FPI residuals are clipped to [0, RESIDUAL_CLIP] in the observation (``inf`` = diverged).
+RESIDUAL_CLIP = 10.0
+
+
+def observation_tensor(
+    state: NetState,
+    previous_action: Tensor,
+    consecutive: Tensor,
+    steps: Tensor,
+    n_actions: int,
+) -> Tensor:
+    """(B, D) float32 observations (layout in ``dynalay_env/core.py``) of a batch of states.
+
+    ``previous_action`` (B,) is -1 before the first decision; ``consecutive`` and ``steps`` (B,)
+    are counts. Used by the core and by anything that needs the agent's view of a state.
+    """
+    previous = torch.nn.functional.one_hot(previous_action.clamp_min(0), n_actions)
+    previous = previous * (previous_action >= 0).unsqueeze(1)
+    parts = [
+        state.pooled(),
+        torch.softmax(state.logits, dim=1),
+        state.residual.nan_to_num(RESIDUAL_CLIP).clamp(0.0, RESIDUAL_CLIP),
+        previous.float(),
+        consecutive.unsqueeze(1).float(),
+        steps.unsqueeze(1).float(),
+    ]
+    return torch.cat(parts, dim=1).to(torch.float32)
+
+
+def first_observation(state: NetState, n_actions: int) -> Tensor:
+    """(B, D) observations right after reset (straight pass, no decision taken yet)."""
+    batch, device = state.batch_size, state.logits.device
+    none = torch.full((batch,), -1, dtype=torch.long, device=device)
+    zeros = torch.zeros(batch, dtype=torch.long, device=device)
+    return observation_tensor(state, none, zeros, zeros, n_actions)
+
+
+@dataclass
+class Decision:
+    """The counters of B episodes after one decision (all (B,) tensors).
+
+    Attributes:
+        previous_action: the action just taken (unchanged where the episode was not active).
+        consecutive: decisions in a row, this one included, that chose this same action.
+        steps: decisions taken so far.
+        count: the consecutive count of this decision (the reward's ``consecutive`` factor),
+            also where the episode was not active.
+        ended: bool, the episode answered now: an active episode that chose NOP (0) or
+            reached ``max_steps`` decisions.
+    """
+
+    previous_action: Tensor
+    consecutive: Tensor
+    steps: Tensor
+    count: Tensor
+    ended: Tensor
+
+
+def decide(
+    previous_action: Tensor,
+    consecutive: Tensor,
+    steps: Tensor,
+    actions: Tensor,
+    active: Tensor,
+    max_steps: int,
+) -> Decision:
+    """One decision of every ``active`` (B,) bool episode: ``actions`` (B,) long, 0 = NOP.
+
+    The episode logic of DynaLay: NOP answers at once; a loop answers only when it was the
+    ``max_steps``-th decision, otherwise the agent decides again on the looped state. Inputs are
+    the counters before the decision (``previous_action`` -1 before the first); nothing is
+    modified in place. No host sync.
+    """
+    count = torch.where(actions == previous_action, consecutive + 1, 1)
+    steps = steps + active.long()
+    return Decision(
+        previous_action=torch.where(active, actions, previous_action),
+        consecutive=torch.where(active, count, consecutive),
+        steps=steps,
+        count=count,
+        ended=active & ((actions == 0) | (steps >= max_steps)),
+    )
