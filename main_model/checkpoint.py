@@ -18,6 +18,7 @@ from typing import Any
 import torch
 
 from main_model.network import DynaLayConfig, DynaLayNet
+from main_model.sequence import DynaLaySeqConfig, DynaLaySeqNet
 
 FORMAT_NAME = "dynalay-main-model"
 FORMAT_VERSION = 1
@@ -108,6 +109,7 @@ def main_model_payload(model: DynaLayNet, metadata: dict[str, Any] | None = None
         "state_dict": {k: v.detach().cpu() for k, v in model.state_dict().items()},
         "metadata": metadata or {},
         "provenance": model.provenance,
+        **model.checkpoint_fields(),  # the sequence network's architecture tag and vocabulary
     }
 
 
@@ -172,13 +174,26 @@ def main_model_from_payload(
 ) -> DynaLayNet:
     """The model of a validated payload (:func:`read_main_model_file`), on the CPU, in training
     mode; ``path`` names the file in errors. See :func:`load_main_model`."""
+    sequence = payload.get("architecture") == DynaLaySeqConfig.ARCHITECTURE
     try:
-        # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
-        config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
+        if sequence:
+            config = DynaLaySeqConfig.from_dict(payload["config"])
+        else:
+            # Checkpoints from before ``spectral_norm`` existed were trained with power iteration.
+            config = DynaLayConfig.from_dict({"spectral_norm": "power", **payload["config"]})
     except (TypeError, ValueError, KeyError) as error:
         raise CheckpointError(f"{path} holds an invalid model config: {error}") from error
     if expected_config is not None:
-        keys = ("in_channels", "image_size", "num_classes", "widths", "strides")
+        if type(expected_config) is not type(config):
+            raise CheckpointError(
+                f"{path} holds a {type(config).__name__} model, not the expected "
+                f"{type(expected_config).__name__} one"
+            )
+        keys = (
+            (*DynaLaySeqConfig.DATA_FIELDS, "widths")
+            if sequence
+            else ("in_channels", "image_size", "num_classes", "widths", "strides")
+        )
         mismatches = [
             f"{key}: checkpoint {getattr(config, key)} != expected {getattr(expected_config, key)}"
             for key in keys
@@ -188,7 +203,16 @@ def main_model_from_payload(
             raise CheckpointError(
                 f"{path} was trained for another architecture: " + "; ".join(mismatches)
             )
-    model = DynaLayNet(config)
+    if sequence:
+        vocabulary = payload.get("vocabulary")
+        if not isinstance(vocabulary, list) or len(vocabulary) != config.vocab_size:
+            raise CheckpointError(
+                f"{path}: its vocabulary does not match its model (a {config.vocab_size}-token "
+                f"embedding); a sequence model is only usable with the vocabulary it learned"
+            )
+        model = DynaLaySeqNet(config, tuple(vocabulary))
+    else:
+        model = DynaLayNet(config)
     try:
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, KeyError) as error:
