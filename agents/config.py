@@ -29,7 +29,12 @@ class TrainConfig:
     num_envs: int = 64
     total_timesteps: int = 50_000
     rounds: int = 3
-    pretrain_epochs: int = 20  # thesis: 20 warm-up epochs on all paths
+    pretrain_epochs: int = 20  # thesis: 20 warm-up epochs on all paths (0: start untrained)
+    agent_pretrain: bool = True  # the agent learns on the warmed-up model before round 1's
+    #                              supervised phase (thesis Sec. 4.0.5); False: that phase
+    #                              follows an untrained agent, and each round is supervised, rl
+    track_test: int = 0  # after every supervised epoch, log test/accuracy and test/loss of the
+    #                      agent's paths on this many test images (0: off; Fig. 4.2's curves)
     recipe: str = "dynalay"  # main-model training recipe (main_model.train.RECIPES)
     supervised_epochs: int = 1
     exploration: float = 0.2  # share of uniformly random paths in supervised phases
@@ -72,9 +77,12 @@ class TrainConfig:
 
     def phases(self) -> list[str]:
         """The run's phases in order; each names its checkpoint folder (``agents.trainer``)."""
-        kinds = ("rl", "supervised") if self.supervised_epochs > 0 else ("rl",)
+        if self.supervised_epochs == 0:
+            kinds: tuple[str, ...] = ("rl",)
+        else:
+            kinds = ("rl", "supervised") if self.agent_pretrain else ("supervised", "rl")
         phases = ["pretrain"] + [f"round{r}/{k}" for r in range(1, self.rounds + 1) for k in kinds]
-        if self.supervised_epochs > 0:
+        if phases[-1].endswith("/supervised"):
             phases.append("final/rl")  # the agent adapts to the model the last phase left
         return phases
 

@@ -38,6 +38,7 @@ class PolicyResult:
         relative_flops: mean FLOPs per sample / FLOPs of the plain CNN (1.0 = always NOP).
         action_frequencies: share of decisions that chose each action.
         mean_reward: mean episode return.
+        mean_steps: mean decisions per episode (1 for one-shot episodes).
         ms_per_sample: wall time per sample in milliseconds (None for the oracle).
         records: per-episode arrays (``dataset_index``, ``correct``, ``cost``, ``flops``,
             ``first_action``), in episode order; not written to JSON.
@@ -50,6 +51,7 @@ class PolicyResult:
     relative_flops: float
     action_frequencies: list[float]
     mean_reward: float
+    mean_steps: float = 1.0
     ms_per_sample: float | None = None
     parameter: float | None = None
     records: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
@@ -70,7 +72,7 @@ def run_policy(
     """
     rng = np.random.default_rng(0)
     columns: dict[str, list] = {k: [] for k in ("dataset_index", "correct", "cost", "flops")}
-    columns.update(first_action=[], reward=[])
+    columns.update(first_action=[], reward=[], steps=[])
     actions: list[int] = []
     remaining = episodes
     started = time.perf_counter()
@@ -93,6 +95,7 @@ def run_policy(
                 columns["flops"].append(float(episode["flops"][slot]))
                 columns["first_action"].append(int(chosen[0]))
                 columns["reward"].append(float(returns[slot]))
+                columns["steps"].append(len(chosen))
                 actions.extend(chosen.tolist())
             running &= ~finished
         remaining -= wave
@@ -107,6 +110,7 @@ def run_policy(
         relative_flops=float(records["flops"].mean()) / float(core.model.straight_flops()),
         action_frequencies=(counts / max(counts.sum(), 1)).tolist(),
         mean_reward=float(records["reward"].mean()),
+        mean_steps=float(records["steps"].mean()),
         ms_per_sample=1000.0 * elapsed / max(len(records["correct"]), 1),
         records=records,
     )

@@ -146,12 +146,19 @@ def plot_beta_sweep(betas: Sequence[float], agents: Sequence[PolicyResult], path
     return _save(fig, path)
 
 
-def reward_curve_from_events(tb_dir: Path) -> tuple[list[int], list[float]]:
-    """``rollout/ep_rew_mean`` from a run's TensorBoard events."""
+def scalars_from_events(tb_dir: Path, tag: str) -> tuple[list[int], list[float]]:
+    """(steps, values) of scalar ``tag`` in a run's TensorBoard events, by step; a step logged
+    twice (a phase re-run after a resume) keeps its last value. Empty when never logged."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-    events = EventAccumulator(str(tb_dir)).Reload()
-    if "rollout/ep_rew_mean" not in events.Tags()["scalars"]:
+    events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
+    if tag not in events.Tags()["scalars"]:
         return [], []
-    points = events.Scalars("rollout/ep_rew_mean")
-    return [p.step for p in points], [p.value for p in points]
+    by_step = {point.step: point.value for point in events.Scalars(tag)}
+    steps = sorted(by_step)
+    return steps, [by_step[step] for step in steps]
+
+
+def reward_curve_from_events(tb_dir: Path) -> tuple[list[int], list[float]]:
+    """``rollout/ep_rew_mean`` from a run's TensorBoard events."""
+    return scalars_from_events(tb_dir, "rollout/ep_rew_mean")
