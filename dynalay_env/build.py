@@ -8,7 +8,11 @@ from collections.abc import Mapping
 from dynalay_env.core import DynaLayCore
 from dynalay_env.data import SPLITS, ImageSplit, check_holdout_unseen, get_spec, load_splits
 from dynalay_env.models import obtain_main_model, resolve_device
+from dynalay_env.text import TextSpec
 from main_model import DynaLayNet
+
+#: Images of the training set kept unseen by the main model, for the agent (default).
+DEFAULT_IMAGE_HOLDOUT = 5000
 
 
 def build_core(
@@ -21,8 +25,10 @@ def build_core(
     splits: Mapping[str, ImageSplit] | None = None,
     data_dir: str | os.PathLike | None = None,
     download: bool = False,
-    holdout_size: int = 5000,
+    holdout_size: int | None = None,
     data_seed: int = 0,
+    seq_len: int | None = None,
+    max_vocab: int | None = None,
     alpha: float = 0.5,
     beta: float = 0.3,
     max_steps: int = 1,
@@ -40,7 +46,8 @@ def build_core(
 
     Args:
         num_slots: episodes run side by side (1 for the single env).
-        dataset: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST`` or ``MNIST``.
+        dataset: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST``, ``MNIST`` (images, the CNN) or
+            ``IMDB``, ``WikiText2`` (text, the LSTM network; :mod:`dynalay_env.text`).
         split: where episodes come from: ``holdout`` (agent training; the main model never saw
             it), ``test`` (evaluation) or ``train``.
         checkpoint: a main-model checkpoint; default: the cached pretrained one, else the one
@@ -50,8 +57,11 @@ def build_core(
         splits: in-memory splits ({"train", "holdout", "test"} -> ImageSplit) instead of files.
         data_dir: where to look first for the dataset files.
         download: let torchvision download the dataset when no copy is found.
-        holdout_size, data_seed: size and seed of the holdout carved out of the training set.
-            A main model that trained on any holdout image is refused (SplitOverlapError).
+        holdout_size, data_seed: size and seed of the holdout carved out of the training set
+            (default size: 5000 images, or the text dataset's ``TextSpec.holdout_size``).
+            A main model that trained on any holdout sample is refused (SplitOverlapError).
+        seq_len, max_vocab: text only: tokens per episode (T) and the vocabulary's cap
+            (defaults: the dataset's, :data:`dynalay_env.text.TEXT_DATASETS`).
         alpha, beta: reward per correct answer and weight of the compute penalty.
         max_steps: decisions per episode (1 = the thesis's one-shot choice).
         max_episode_steps: optional truncation below ``max_steps``.
@@ -70,8 +80,15 @@ def build_core(
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
     spec = get_spec(dataset)
+    text_options = {}
+    if isinstance(spec, TextSpec):
+        text_options = {"seq_len": seq_len, "max_vocab": max_vocab}
+    elif seq_len is not None or max_vocab is not None:
+        raise ValueError(f"seq_len and max_vocab apply to text datasets, not {spec.name}")
+    elif holdout_size is None:
+        holdout_size = DEFAULT_IMAGE_HOLDOUT
     if splits is None:
-        splits = load_splits(spec.name, data_dir, holdout_size, data_seed, download)
+        splits = load_splits(spec.name, data_dir, holdout_size, data_seed, download, **text_options)
     if split not in splits:
         raise ValueError(f"splits has no {split!r} split (it has {sorted(splits)})")
     if splits[split].spec.name != spec.name:
@@ -88,6 +105,9 @@ def build_core(
         progress=progress,
         pretrain_limit_minutes=pretrain_limit_minutes,
     )
+    mismatch = splits[split].model_mismatch(main_model)  # before the holdout's row check
+    if mismatch is not None:
+        raise ValueError(mismatch)
     if split == "holdout":
         if checkpoint is not None:
             model_name = f"main model {checkpoint}"

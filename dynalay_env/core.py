@@ -15,7 +15,11 @@ once. One episode = one input sample:
   answer and its ``alpha * correct`` added to that step's reward.
 
 Observation layout (float32, ``n`` blocks of widths ``C_1..C_n``, ``K`` classes,
-``P = C_1 + ... + C_n``; see :meth:`DynaLayCore.observation_layout`):
+``P = C_1 + ... + C_n``; see :meth:`DynaLayCore.observation_layout`). For the sequence network
+the activations are averaged over time and lie in [-1, 1], and a language model shows ``K = 8``
+values, the mean over positions of each position's 8 largest probabilities, sorted
+(:meth:`main_model.NetState.class_probabilities`); the reward's ``correct`` is then the share
+of positions predicted right (:func:`answer_accuracy`).
 
 ====================  ===========================  =============================================
 index range           part                         values
@@ -39,6 +43,7 @@ from gymnasium import spaces
 from torch import Tensor
 
 from dynalay_env.data import ImageSplit
+from dynalay_env.text import TextSplit
 from main_model import DynaLayNet, NetState
 from main_model.network import SOLVERS
 
@@ -48,6 +53,17 @@ from main_model.observation import RESIDUAL_CLIP, decide, first_observation, obs
 
 #: Readings of the reward's last factor (see :class:`DynaLayCore`'s ``penalty``).
 PENALTIES = ("consecutive", "layer")
+
+
+def answer_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
+    """(B,) how right each sample's answer is, in [0, 1]: what the reward pays ``alpha`` for.
+
+    One answer per sample (logits (B, K), labels (B,)): bool, right or wrong. One answer per
+    position (logits (B, K, T), labels (B, T), a language model): float64, the share of the T
+    positions whose next token is predicted right.
+    """
+    hits = logits.argmax(dim=1) == labels
+    return hits if hits.dim() == 1 else hits.double().mean(dim=1)
 
 
 @dataclass
@@ -92,7 +108,7 @@ class DynaLayCore:
     def __init__(
         self,
         model: DynaLayNet,
-        split: ImageSplit,
+        split: ImageSplit | TextSplit,
         num_slots: int,
         *,
         alpha: float = 0.5,
@@ -110,18 +126,9 @@ class DynaLayCore:
             raise ValueError(f"max_steps must be >= 1, got {max_steps}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
-        config = model.config
-        if (config.in_channels, config.image_size, config.num_classes) != (
-            split.spec.in_channels,
-            split.spec.image_size,
-            split.spec.num_classes,
-        ):
-            raise ValueError(
-                f"main model expects {config.in_channels}x{config.image_size}x{config.image_size} "
-                f"images and {config.num_classes} classes, but the {split.spec.name} data has "
-                f"{split.spec.in_channels}x{split.spec.image_size}x{split.spec.image_size} and "
-                f"{split.spec.num_classes}; use a checkpoint trained on {split.spec.name}"
-            )
+        mismatch = split.model_mismatch(model)
+        if mismatch is not None:
+            raise ValueError(mismatch)
         self.device = torch.device(device)
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.split = split.to(self.device)
@@ -149,7 +156,7 @@ class DynaLayCore:
     def _layout(self) -> dict[str, slice]:
         sizes = {
             "pooled_activations": sum(self.model.config.widths),
-            "class_probabilities": self.model.config.num_classes,
+            "class_probabilities": self.model.probability_features,
             "residuals": self.n_blocks,
             "previous_action": self.n_actions,
             "consecutive_count": 1,
@@ -164,6 +171,8 @@ class DynaLayCore:
     def _observation_space(self) -> spaces.Box:
         low = np.zeros(self.observation_size, dtype=np.float32)
         high = np.full(self.observation_size, np.inf, dtype=np.float32)
+        low[self.observation_layout["pooled_activations"]] = self.model.activation_bounds[0]
+        high[self.observation_layout["pooled_activations"]] = self.model.activation_bounds[1]
         high[self.observation_layout["class_probabilities"]] = 1.0
         high[self.observation_layout["residuals"]] = RESIDUAL_CLIP
         high[self.observation_layout["previous_action"]] = 1.0
@@ -320,8 +329,7 @@ class DynaLayCore:
         self.total_flops += output.flops
         self.iterations += output.iterations
 
-        label = self.split.labels[self.rows]
-        correct = self.state.logits.argmax(dim=1) == label
+        correct = answer_accuracy(self.state.logits, self.split.labels[self.rows])
         terminated = decision.ended
         truncated = torch.zeros_like(terminated)
         if self.max_episode_steps is not None:
@@ -339,7 +347,10 @@ class DynaLayCore:
     def episode_info(self, correct: Tensor | None = None) -> dict[str, np.ndarray]:
         """Per-slot summary of the episode so far, as numpy arrays over the N slots.
 
-        Keys: ``prediction`` (N,) int64, ``label`` (N,) int64, ``correct`` (N,) bool,
+        Keys: ``prediction`` (N,) int64, ``label`` (N,) int64, ``correct`` (N,) bool (for
+        per-position answers: ``prediction``, ``label`` (N, T), ``correct`` (N,) float64, the
+        share of positions right, and ``nll`` (N,) float64, the mean next-token negative
+        log-likelihood in nats, and ``perplexity`` = exp(nll)),
         ``total_cost`` (N,) float64 (sum of the normalised step costs), ``flops`` (N,) int64
         (all FLOPs spent on the sample, straight pass included), ``actions`` (N, max_steps) int64
         (-1 after the last decision), ``iterations`` (N, n) int64 FPI iterations per block,
@@ -349,7 +360,7 @@ class DynaLayCore:
         prediction = self.state.logits.argmax(dim=1)
         label = self.split.labels[self.rows]
         if correct is None:
-            correct = prediction == label
+            correct = answer_accuracy(self.state.logits, label)
         values = {
             "prediction": prediction,
             "label": label,
@@ -362,5 +373,9 @@ class DynaLayCore:
             "residuals": self.state.residual,
             "dataset_index": self.split.indices[self.rows],
         }
+        if label.dim() > 1:  # a language model: its perplexity too
+            nll = torch.nn.functional.cross_entropy(self.state.logits, label, reduction="none")
+            values["nll"] = nll.double().mean(dim=1)
+            values["perplexity"] = values["nll"].exp()
         # Copies: on the CPU .numpy() shares memory with buffers the next reset overwrites.
         return {key: value.cpu().numpy().copy() for key, value in values.items()}

@@ -18,6 +18,7 @@ import shutil
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -25,6 +26,9 @@ import torchvision
 from torch import Tensor
 
 from main_model.adaptive import normalize_pixels
+
+if TYPE_CHECKING:
+    from dynalay_env.text import TextSpec, TextSplit
 
 SPLITS = ("train", "holdout", "test")
 
@@ -105,12 +109,18 @@ class DataNotFoundError(FileNotFoundError):
     """No copy of a dataset was found; the message lists where we looked and what to run."""
 
 
-def get_spec(name: str) -> DatasetSpec:
-    """The :class:`DatasetSpec` of ``name`` (case-insensitive); a clear error for unknown names."""
+def get_spec(name: str) -> DatasetSpec | TextSpec:
+    """The spec of ``name`` (case-insensitive): a :class:`DatasetSpec` for the images, a
+    :class:`~dynalay_env.text.TextSpec` for the text datasets; a clear error for unknown names."""
+    from dynalay_env.text import TEXT_DATASETS, get_text_spec  # text.py imports this module
+
     for key, spec in DATASETS.items():
         if key.lower() == name.lower():
             return spec
-    raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS)}")
+    text = get_text_spec(name)
+    if text is not None:
+        return text
+    raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS | TEXT_DATASETS)}")
 
 
 def cache_dir() -> Path:
@@ -177,6 +187,20 @@ class ImageSplit:
     def subset(self, rows: Tensor) -> ImageSplit:
         """The samples at ``rows`` (positions in this split)."""
         return ImageSplit(self.images[rows], self.labels[rows], self.indices[rows], self.spec)
+
+    def model_mismatch(self, model) -> str | None:
+        """Why ``model`` (a :class:`~main_model.DynaLayNet`) cannot run on this split, or None."""
+        config, spec = model.config, self.spec
+        expected = (spec.in_channels, spec.image_size, spec.num_classes)
+        channels, size = getattr(config, "in_channels", None), getattr(config, "image_size", None)
+        if (channels, size, config.num_classes) == expected:
+            return None
+        return (
+            f"main model expects {channels}x{size}x{size} "
+            f"images and {config.num_classes} classes, but the {spec.name} data has "
+            f"{spec.in_channels}x{spec.image_size}x{spec.image_size} and "
+            f"{spec.num_classes}; use a checkpoint trained on {spec.name}"
+        )
 
 
 def _stage_system_copy(spec: DatasetSpec, system_dir: Path, target_root: Path) -> Path | None:
@@ -287,14 +311,23 @@ def load_splits(
     seed: int = 0,
     download: bool = False,
     train_size: int | None = None,
-) -> dict[str, ImageSplit]:
+    **text_options: int | None,
+) -> dict[str, ImageSplit] | dict[str, TextSplit]:
     """Load ``train``, ``holdout`` and ``test`` splits of dataset ``name`` (on the CPU).
 
     The holdout is ``holdout_size`` training samples chosen by a permutation seeded with
     ``seed``; ``train_size`` keeps that many of the rest, chosen by another permutation with the
-    same seed. The same arguments always give the same split.
+    same seed. The same arguments always give the same split. Text datasets are read by
+    :func:`dynalay_env.text.load_text_splits` (``text_options``: its ``seq_len`` and
+    ``max_vocab``; ``holdout_size=None`` there means the dataset's default).
     """
     spec = get_spec(name)
+    if not isinstance(spec, DatasetSpec):
+        from dynalay_env.text import load_text_splits
+
+        return load_text_splits(
+            spec.name, data_dir, holdout_size, seed, download, train_size, **text_options
+        )
     train_set, test_set, _ = locate(spec, data_dir, download)
     train_images, train_labels = _to_tensors(train_set)
     test_images, test_labels = _to_tensors(test_set)

@@ -27,11 +27,21 @@ from torch import Tensor
 from tqdm.auto import tqdm
 
 from dynalay_env.data import DatasetSpec, ImageSplit, cache_dir, training_provenance
-from main_model import DynaLayConfig, DynaLayNet, load_main_model, save_main_model
+from dynalay_env.text import TextSpec, TextSplit
+from main_model import (
+    DynaLayConfig,
+    DynaLayNet,
+    DynaLaySeqConfig,
+    DynaLaySeqNet,
+    load_main_model,
+    save_main_model,
+)
 from main_model.train import EpochStats, evaluate_paths, fit, path_name
 
 #: Widths of a main model pre-trained on first use (the thesis's network).
 DEFAULT_WIDTHS = (64, 128, 256)
+#: Hidden sizes of a text model's three LSTM layers pre-trained on first use.
+DEFAULT_TEXT_WIDTHS = (64, 64, 64)
 #: Trained main models that ship with the package, ``<DATASET>.pt`` and its provenance JSON.
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 PRETRAIN_LIMIT_VARIABLE = "DYNALAY_PRETRAIN_LIMIT_MINUTES"
@@ -65,6 +75,42 @@ def config_for(
         widths=tuple(widths),
         **changes,
     )
+
+
+def model_config_for(
+    split: ImageSplit | TextSplit, widths: tuple[int, ...] | None = None, **changes
+) -> DynaLayConfig | DynaLaySeqConfig:
+    """The config of a main model for ``split``'s data: :func:`config_for` for images; for text
+    a :class:`~main_model.DynaLaySeqConfig` of its task, length, classes and vocabulary size
+    (``strides`` must then be None: LSTM layers have none). ``widths``: the dataset's default
+    when None."""
+    widths = tuple(widths) if widths is not None else default_widths(split.spec)
+    if isinstance(split, ImageSplit):
+        return config_for(split.spec, widths, **changes)
+    if changes.pop("strides", None) is not None:
+        raise ValueError(f"strides do not apply to the LSTM layers of a {split.spec.name} model")
+    return DynaLaySeqConfig(
+        vocab_size=len(split.vocabulary),
+        seq_len=split.seq_len,
+        task=split.spec.task,
+        num_classes=split.num_classes,
+        widths=widths,
+        **changes,
+    )
+
+
+def default_widths(spec: DatasetSpec | TextSpec) -> tuple[int, ...]:
+    """Widths of a model pre-trained on first use: the thesis's CNN, or three LSTM layers."""
+    return DEFAULT_TEXT_WIDTHS if isinstance(spec, TextSpec) else DEFAULT_WIDTHS
+
+
+def new_main_model(
+    config: DynaLayConfig | DynaLaySeqConfig, split: ImageSplit | TextSplit
+) -> DynaLayNet | DynaLaySeqNet:
+    """An untrained main model of ``config`` for ``split``'s data (with its vocabulary)."""
+    if isinstance(config, DynaLaySeqConfig):
+        return DynaLaySeqNet(config, split.vocabulary)
+    return DynaLayNet(config)
 
 
 def cached_model_path(spec: DatasetSpec) -> Path:
@@ -149,7 +195,7 @@ def train_main_model(
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     torch.manual_seed(seed)
     device = torch.device(device)
-    model = DynaLayNet(config or config_for(train_split.spec)).to(device)
+    model = new_main_model(config or model_config_for(train_split), train_split).to(device)
     split = train_split.to(device)
     generator = torch.Generator().manual_seed(seed)
     batches_per_epoch = -(-len(split) // batch_size)
@@ -267,7 +313,7 @@ def obtain_main_model(
             f"no main model for {spec.name}: pass checkpoint=..., or model=..., or data to "
             f"pre-train one (python -m dynalay_env.pretrain --dataset {spec.name})"
         )
-    widths = widths or DEFAULT_WIDTHS
+    widths = widths or default_widths(spec)
     limit = resolve_pretrain_limit(pretrain_limit_minutes)
     say(
         f"DynaLay: no trained {spec.name} main model with widths {widths} is cached ({path}) or "
@@ -279,7 +325,7 @@ def obtain_main_model(
         trained = pretrain_main_model(
             train_split,
             epochs=pretrain_epochs,
-            config=config_for(spec, widths),
+            config=model_config_for(train_split, widths),
             device=device,
             progress=progress,
             time_limit_s=60 * limit,

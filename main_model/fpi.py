@@ -279,8 +279,9 @@ class FixedPointLayer(nn.Module):
             },
         )
 
-    #: The 1-Lipschitz activation of f (ReLU for the image blocks).
+    #: The 1-Lipschitz activation of f (ReLU for the image blocks) and the range of its values.
     activation = staticmethod(F.relu)
+    output_bounds: tuple[float, float] = (0.0, float("inf"))
 
     def f(self, z: Tensor, u: Tensor, weight: Tensor | None = None) -> Tensor:
         """The FPI map f(z, u) = act(W * z + u); ``weight`` avoids re-normalising W per call."""

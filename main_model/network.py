@@ -229,6 +229,11 @@ class FPINetwork(nn.Module):
         """Entries a checkpoint holds beside weights, config and provenance (none here)."""
         return {}
 
+    @property
+    def activation_bounds(self) -> tuple[float, float]:
+        """The range of every block's output, so of its averages in the observation."""
+        return self.blocks[0].output_bounds
+
     # ----- cost model -------------------------------------------------------------------------
     @property
     def n_blocks(self) -> int:

@@ -35,7 +35,7 @@ def observation_tensor(
     previous = previous * (previous_action >= 0).unsqueeze(1)
     parts = [
         state.pooled(),
-        torch.softmax(state.logits, dim=1),
+        state.class_probabilities(),  # the softmax, or its summary for per-position logits
         state.residual.nan_to_num(RESIDUAL_CLIP).clamp(0.0, RESIDUAL_CLIP),
         previous.float(),
         consecutive.unsqueeze(1).float(),

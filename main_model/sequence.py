@@ -131,6 +131,7 @@ class LSTMFPIBlock(FixedPointLayer):
     """
 
     activation = staticmethod(F.hardtanh)
+    output_bounds = (-1.0, 1.0)
 
     def __init__(
         self,
