@@ -679,16 +679,18 @@ def fig_4_3(rep: Reproduction) -> dict[str, Any]:
 def _batch_statistics(path: Path, action: int, split, device) -> dict[str, Any]:
     """Test loss and accuracy of one static path over consecutive batches of 100 images."""
     model, _ = load_main_model(path, device)
-    losses, accuracies, flops = [], [], []
+    losses, accuracies, flops, sizes = [], [], [], []
     for images, labels in iterate_batches(split, 100):
         stats = path_statistics(model, [(images, labels)], actions=[action])[action]
         losses.append(stats["loss"])
         accuracies.append(stats["accuracy"])
         flops.append(stats["flops"])
+        sizes.append(len(labels))
     return {
         "loss": losses,
         "accuracy": accuracies,
-        "relative_flops": float(np.mean(flops)) / model.straight_flops(),
+        "batch_sizes": sizes,
+        "relative_flops": float(np.average(flops, weights=sizes)) / model.straight_flops(),
     }
 
 
@@ -711,8 +713,12 @@ def fig_4_4(rep: Reproduction) -> dict[str, Any]:
     }
     seed_means = {
         m: {
-            "accuracy": _mean_std([np.mean(r["accuracy"]) for r in runs.values()]),
-            "loss": _mean_std([np.mean(r["loss"]) for r in runs.values()]),
+            "accuracy": _mean_std(
+                [np.average(r["accuracy"], weights=r["batch_sizes"]) for r in runs.values()]
+            ),
+            "loss": _mean_std(
+                [np.average(r["loss"], weights=r["batch_sizes"]) for r in runs.values()]
+            ),
             "relative_flops": _mean_std([r["relative_flops"] for r in runs.values()]),
         }
         for m, runs in models.items()
@@ -877,6 +883,11 @@ def reproduce_main(argv: list[str]) -> int:
     add("--epochs", type=int, default=None, help=f"pre-training epochs ({defaults.epochs})")
     add("--rounds", type=int, default=None, help=f"alternating rounds ({defaults.rounds})")
     add("--total-timesteps", type=int, default=None, help=f"({defaults.total_timesteps})")
+    add("--betas", type=float, nargs="+", default=None, help=f"Fig. 4.3b ({defaults.betas})")
+    add("--holdout-size", type=int, default=None, help=f"({defaults.holdout_size})")
+    add("--num-envs", type=int, default=defaults.num_envs)
+    add("--batch-size", type=int, default=defaults.batch_size)
+    add("--track-test", type=int, default=None, help=f"({defaults.track_test})")
     add("--widths", type=int, nargs="+", default=list(defaults.widths))
     add("--strides", type=int, nargs="+", default=list(defaults.strides))
     add("--eval-size", type=int, default=None, help="test images (default: all)")
@@ -890,7 +901,19 @@ def reproduce_main(argv: list[str]) -> int:
     if len(args.strides) != len(args.widths):
         parser.error(f"--strides {args.strides} needs one entry per width {args.widths}")
     changes: dict[str, Any] = dict(QUICK) if args.quick else {}
-    for flag in ("train_size", "epochs", "rounds", "total_timesteps", "eval_size"):
+    if args.betas is not None:
+        changes["betas"] = tuple(sorted(args.betas))
+    for flag in (
+        "train_size",
+        "epochs",
+        "rounds",
+        "total_timesteps",
+        "eval_size",
+        "holdout_size",
+        "num_envs",
+        "batch_size",
+        "track_test",
+    ):
         value = getattr(args, flag)
         if value is not None:
             if value < 1:
