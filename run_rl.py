@@ -6,6 +6,8 @@
     python run_rl.py sweep --betas 0.03 0.1 0.3 1 [training flags]   # Pareto over beta
     python run_rl.py table --seeds 0 1 2 [budget flags]   # vs separately trained baselines
     python run_rl.py demo                    # `make demo`: the shipped model's agents vs a plain CNN
+    python run_rl.py export RUN_DIR --output dynalay.pt   # main model + agent in one file
+    python run_rl.py predict dynalay.pt IMAGE [IMAGE ...] [--json]   # classify image files
 
 The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
 summary. Bad flags exit with code 2 and a message that says what to change.
@@ -432,6 +434,14 @@ def main(argv: list[str] | None = None) -> int:
         return table_main(argv[1:])
     if argv[:1] == ["demo"]:
         return demo_main(argv[1:])
+    if argv[:1] == ["export"]:
+        from agents.deploy import export_main
+
+        return export_main(argv[1:])
+    if argv[:1] == ["predict"]:
+        from agents.deploy import predict_main
+
+        return predict_main(argv[1:])
     config, run_dir = prepare(argv)
     try:
         trainer = AlternatingTrainer(config, run_dir)

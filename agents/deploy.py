@@ -34,7 +34,7 @@ from agents.experiments import final_checkpoints
 from agents.files import AGENT_FILE, MODEL_FILE, NORMALIZE_FILE
 from agents.trainer import ALGORITHMS, dataset_of
 from dynalay_env.data import get_spec
-from main_model import CheckpointError, load_main_model
+from main_model import CheckpointError, DynaLayNet, load_main_model
 from main_model.adaptive import (
     ACTIVATIONS,
     AdaptiveClassifier,
@@ -122,6 +122,11 @@ def classifier_from_run(run_dir: Path) -> AdaptiveClassifier:
     config = load_run_config(run_dir)
     folder = final_checkpoints(run_dir)
     model, _ = load_main_model(folder / MODEL_FILE)
+    if not isinstance(model, DynaLayNet):
+        raise ValueError(
+            f"{run_dir} trained a {type(model).__name__} on {config.env}: export supports the "
+            f"image networks (DynaLayNet) only"
+        )
     agent = ALGORITHMS[config.algo].load(folder / AGENT_FILE, device="cpu")
     normalizer = None
     if (folder / NORMALIZE_FILE).is_file():

@@ -186,7 +186,7 @@ class AdaptiveClassifier(nn.Module):
         self.normalizer = normalizer
         self.max_steps = int(max_steps)
         config = model.config
-        observation_size = sum(config.widths) + config.num_classes + 2 * model.n_blocks + 3
+        observation_size = sum(config.widths) + model.probability_features + 2 * model.n_blocks + 3
         problems = []
         if policy.in_features != observation_size:
             problems.append(
