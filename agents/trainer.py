@@ -19,6 +19,16 @@ Run directory (layout and manifests: :mod:`agents.files`)::
 Every phase starts from the previous phase's files, read back from disk, and from a seed of its
 own, also in a run that was never interrupted: so ``resume`` (after Ctrl-C, a crash or SIGKILL)
 re-runs the unfinished phase exactly as it would have run, and ends with the same weights.
+
+Several processes (``torchrun --nproc_per_node=N run_rl.py ...``; :mod:`main_model.distributed`):
+every rank runs the same phase loop in rank 0's run directory, which must be on a filesystem
+all ranks see at the same path. The main model's phases (pre-training, supervised) train with
+DDP, ``batch_size`` being the global batch shared by the ranks. An RL phase runs on rank 0
+alone while the others wait at the barrier in :meth:`AlternatingTrainer._save_phase`; there
+each rank takes the phase whose manifest rank 0 committed, and every phase starts by reading
+its predecessor's files back from disk, so all ranks continue from rank 0's agent and model.
+Only rank 0 writes: config.yaml, checkpoints, log.txt, progress.json, TensorBoard events and
+summary.json (the others log warnings to stderr only).
 """
 
 from __future__ import annotations
@@ -61,9 +71,9 @@ from dynalay_env import ENV_IDS
 from dynalay_env.core import first_observation
 from dynalay_env.data import get_spec, load_splits
 from dynalay_env.models import config_for, iterate_batches, pretrain_main_model, resolve_device
-from main_model import DynaLayNet, load_main_model, save_main_model
+from main_model import DynaLayNet, distributed, load_main_model, save_main_model
 from main_model.checkpoint import state_digest
-from main_model.train import get_recipe, train_epoch
+from main_model.train import get_recipe, train_epoch, training_forward
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 log = logging.getLogger("dynalay")
@@ -92,9 +102,12 @@ class AlternatingTrainer:
 
     def __init__(self, config: TrainConfig, run_dir: Path) -> None:
         self.config = config
-        self.run_dir = Path(run_dir)
+        # Under torchrun: join the process group (this rank's device, cuda:LOCAL_RANK on GPUs);
+        # every rank then works in rank 0's run directory (a new run's name holds a time
+        # stamp, which each rank would draw for itself).
+        self.device = distributed.init_from_env(resolve_device(config.device))
+        self.run_dir = Path(distributed.broadcast_object(str(run_dir)))
         self.files = RunDirectory(self.run_dir)
-        self.device = resolve_device(config.device)
         self.dataset = dataset_of(config.env)
         self.phases = config.phases()
         self.algo_kwargs = {
@@ -123,13 +136,29 @@ class AlternatingTrainer:
 
     # ----- setup ------------------------------------------------------------------------------
     def _setup_logging(self) -> None:
+        if not distributed.is_main_process():  # rank 0 keeps the log; the others only warn
+            log.handlers = [logging.StreamHandler(sys.stderr)]
+            log.setLevel(logging.WARNING)
+            return
         handler = logging.FileHandler(self.run_dir / "log.txt")
         handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
         log.handlers = [handler, logging.StreamHandler(sys.stderr)]
         log.setLevel(logging.INFO)
 
     def _write_config(self) -> None:
-        """Save the resolved config, or check that the one already in ``run_dir`` is the same."""
+        """:meth:`_write_or_check_config`; then, under torchrun, every rank must see rank 0's."""
+        self._write_or_check_config()
+        distributed.barrier()
+        if not (self.run_dir / CONFIG_FILE).is_file():
+            raise RuntimeError(
+                f"rank {distributed.rank()} does not see {self.run_dir / CONFIG_FILE}, which "
+                "rank 0 wrote: with several nodes the run directory (--logdir) must be on a "
+                "filesystem every node sees at the same path"
+            )
+
+    def _write_or_check_config(self) -> None:
+        """Save the resolved config (rank 0), or check that the one already in ``run_dir`` is
+        the same (every rank)."""
         resolved_config = dataclasses.replace(self.config, algo_kwargs=self.algo_kwargs)
         config_file = self.run_dir / CONFIG_FILE
         if config_file.is_file():
@@ -139,12 +168,18 @@ class AlternatingTrainer:
             if differences:
                 raise RunConfigMismatch(self.run_dir, differences)
             return
+        if not distributed.is_main_process():
+            return
         resolved = {**resolved_config.to_dict(), "resolved_device": str(self.device)}
         text = yaml.safe_dump(resolved, sort_keys=False)
         atomic_write(config_file, lambda tmp: Path(tmp).write_text(text))
 
     def _load_data(self):
         config = self.config
+        # Under torchrun rank 0 reads (or downloads) first, the others then find it on disk.
+        main = distributed.is_main_process()
+        if not main:
+            distributed.barrier()
         splits = load_splits(
             self.dataset,
             config.data_dir,
@@ -153,6 +188,8 @@ class AlternatingTrainer:
             config.download,
             config.train_size,
         )
+        if main:
+            distributed.barrier()
         return {name: split.to(self.device) for name, split in splits.items()}
 
     def _make_env(self, stats: Path | None = None):
@@ -193,7 +230,10 @@ class AlternatingTrainer:
         )
 
     def _tensorboard_logger(self) -> Logger:
-        """One SB3 logger per process (its CSV file is reopened, emptied, by each new one)."""
+        """One SB3 logger per process (its CSV file is reopened, emptied, by each new one); one
+        that writes nothing on ranks other than 0."""
+        if self._sb3_logger is None and not distributed.is_main_process():
+            self._sb3_logger = Logger(folder=None, output_formats=[])
         if self._sb3_logger is None:
             self._sb3_logger = configure(str(self.run_dir / "tb"), ["tensorboard", "log", "csv"])
         return self._sb3_logger
@@ -229,8 +269,19 @@ class AlternatingTrainer:
         return self._summarise()
 
     def _resume_point(self) -> PhaseRecord | None:
-        """The last phase whose manifest and files check out; says why later ones re-run."""
+        """The last phase whose manifest and files check out; says why later ones re-run.
+
+        Under torchrun rank 0 decides and the others take that phase (checking its files), so
+        no rank can see a phase that rank 0 finished after it decided.
+        """
+        if not distributed.is_main_process():
+            phase = distributed.broadcast_object(None)
+            if phase is None:
+                return None
+            self.completed = self.phases[: self.phases.index(phase) + 1]
+            return self.files.verify(phase)
         record, problems = self.files.latest_complete(self.phases)
+        distributed.broadcast_object(None if record is None else record.phase)
         origin = f"phase {record.phase}'s files" if record is not None else "the start"
         for problem in problems:
             log.warning("not trusted: %s; re-running from %s", problem, origin)
@@ -259,7 +310,8 @@ class AlternatingTrainer:
             record.path(AGENT_FILE), env=self._make_env(stats), device=self.device
         )
         self.agent.set_logger(self._tensorboard_logger())
-        if record.has(REPLAY_BUFFER_FILE):
+        # Only rank 0 runs RL phases: the others never need the (large) replay buffer.
+        if record.has(REPLAY_BUFFER_FILE) and distributed.is_main_process():
             assert isinstance(self.agent, OffPolicyAlgorithm)
             self.agent.load_replay_buffer(record.path(REPLAY_BUFFER_FILE))
 
@@ -283,13 +335,18 @@ class AlternatingTrainer:
                 seed=config.seed,
                 device=self.device,
                 eval_split=self.splits["test"],
+                progress=distributed.is_main_process(),  # torchrun: one progress bar
             )
+        if not distributed.is_main_process():
+            return
         writer = SummaryWriter(str(self.run_dir / "tb"))
         table = "\n".join(f"| {k} | {v} |" for k, v in self.config.to_dict().items())
         writer.add_text("hyperparameters", "| key | value |\n|---|---|\n" + table)
         writer.close()
 
     def _rl_phase(self) -> None:
+        if not distributed.is_main_process():
+            return  # rank 0 learns alone; the others wait for its files in _save_phase
         if self.agent is None:
             kwargs = dict(self.algo_kwargs)
             kwargs.pop("normalize", None)
@@ -330,6 +387,12 @@ class AlternatingTrainer:
     def _supervised_phase(self, round_index: int) -> None:
         config = self.config
         self.model.requires_grad_(True)
+        # torchrun: DDP over the ranks (built after requires_grad_, DDP registers only what
+        # trains), each taking its share of every global batch; the agent, read back from
+        # rank 0's files on every rank, chooses for the whole global batch on each rank
+        # (train_epoch), so exploration draws what one process would draw.
+        distributed.check_batches(len(self.splits["train"]), config.batch_size)
+        forward = training_forward(self.model)
         # The pre-training's cosine schedule ended near zero: fine-tune from a tenth of its
         # peak rate, decayed over the phase, rather than jolting the model at the peak rate.
         optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate / 10)
@@ -341,7 +404,11 @@ class AlternatingTrainer:
         logger = self.agent.logger
         for epoch in range(config.supervised_epochs):
             batches = iterate_batches(self.splits["train"], config.batch_size, generator)
-            with tqdm(total=total, desc=f"supervised round {round_index} epoch {epoch + 1}") as bar:
+            with tqdm(
+                total=total,
+                desc=f"supervised round {round_index} epoch {epoch + 1}",
+                disable=not distributed.is_main_process(),
+            ) as bar:
                 stats = train_epoch(
                     self.model,
                     optimizer,
@@ -350,6 +417,7 @@ class AlternatingTrainer:
                     lambda _: bar.update(1),
                     train_straight=get_recipe(config.recipe).train_straight,
                     scheduler=scheduler,
+                    forward=forward,
                 )
             logger.record("supervised/loss", stats.loss)
             logger.record("supervised/accuracy", stats.accuracy)
@@ -367,7 +435,22 @@ class AlternatingTrainer:
         self.model.eval().requires_grad_(False)
 
     def _save_phase(self, phase: str) -> PhaseRecord:
-        """Write the phase's files into its own folder, then its manifest (the commit)."""
+        """Write the phase's files into its own folder, then its manifest (the commit).
+
+        Under torchrun rank 0 writes; the others wait for it (all through an RL phase), then
+        check the phase's files and continue from them like rank 0 (the next phase reads them).
+        """
+        if not distributed.is_main_process():
+            distributed.barrier()
+            record = self.files.verify(phase)
+            self.completed = self.phases[: self.phases.index(phase) + 1]
+            return record
+        record = self._write_phase(phase)
+        distributed.barrier()
+        return record
+
+    def _write_phase(self, phase: str) -> PhaseRecord:
+        """Rank 0's part of :meth:`_save_phase`."""
         folder = self.files.begin_phase(phase)
         files = [MODEL_FILE]
         save_main_model(self.model, folder / MODEL_FILE, metadata={"phase": phase})
@@ -390,6 +473,12 @@ class AlternatingTrainer:
 
     # ----- summary ----------------------------------------------------------------------------
     def _summarise(self) -> dict[str, Any]:
+        """The test-split summary, written to summary.json; under torchrun rank 0 evaluates
+        and writes, and every rank returns its summary."""
+        summary = self._test_summary() if distributed.is_main_process() else None
+        return distributed.broadcast_object(summary)
+
+    def _test_summary(self) -> dict[str, Any]:
         core, episodes = sequential_core(
             self.model,
             self.splits["test"],

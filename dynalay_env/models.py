@@ -33,6 +33,7 @@ from main_model import (
     DynaLayNet,
     DynaLaySeqConfig,
     DynaLaySeqNet,
+    distributed,
     load_main_model,
     save_main_model,
 )
@@ -188,6 +189,10 @@ def train_main_model(
     ``time_limit_s``: after the first few batches the whole run's duration is estimated (and
     printed when ``progress``); over this limit, :class:`PretrainTooLongError` is raised then.
 
+    Under torchrun (:mod:`main_model.distributed`) every process calls this with the same
+    arguments: ``batch_size`` is the global batch, each process trains on its share of it
+    through DDP, and all end with the same weights (pass ``progress`` on rank 0 only).
+
     Returns the model (in eval mode, recording its training rows in ``provenance``, see
     :func:`~dynalay_env.data.training_provenance`) and one :class:`EpochStats` per epoch.
     """
@@ -197,6 +202,7 @@ def train_main_model(
     device = torch.device(device)
     model = new_main_model(config or model_config_for(train_split), train_split).to(device)
     split = train_split.to(device)
+    distributed.check_batches(len(split), batch_size)  # several processes: a global batch each
     generator = torch.Generator().manual_seed(seed)
     batches_per_epoch = -(-len(split) // batch_size)
     bar = tqdm(

@@ -37,6 +37,7 @@ from torch import Tensor, nn
 from torchdeq.grad import backward_factory
 from torchdeq.solver import get_solver
 
+from main_model import distributed
 from main_model.cost import conv2d_flops, conv_output_size
 
 #: A sample whose residual grows past this multiple of its first residual is declared diverged.
@@ -230,6 +231,10 @@ class StraightStatsBatchNorm(nn.BatchNorm2d):
     statistics in evaluation mode. A sample's result then depends on its batch only through
     the straight pass, never on which other samples chose its action, and the running
     statistics describe the straight inputs only, as at evaluation time.
+
+    Under torchrun (:mod:`main_model.distributed`) the straight pass's statistics are those of
+    the global batch, every rank's samples (:meth:`_global_batch_forward`), not of the rank's
+    share: several processes then train as one process on the whole batch does.
     """
 
     def __init__(self, channels: int) -> None:
@@ -239,6 +244,8 @@ class StraightStatsBatchNorm(nn.BatchNorm2d):
     def forward(self, x: Tensor, reuse_straight_stats: bool = False) -> Tensor:
         if not self.training:
             return super().forward(x)
+        if not reuse_straight_stats and distributed.is_distributed():
+            return self._global_batch_forward(x)
         if not reuse_straight_stats:
             mean = x.mean(dim=(0, 2, 3))
             var = x.var(dim=(0, 2, 3), unbiased=False)
@@ -252,6 +259,34 @@ class StraightStatsBatchNorm(nn.BatchNorm2d):
         mean, var = (t.view(1, -1, 1, 1) for t in self._straight_stats)
         scale = self.weight.view(1, -1, 1, 1) * torch.rsqrt(var + self.eps)
         return (x - mean) * scale + self.bias.view(1, -1, 1, 1)
+
+    def _global_batch_forward(self, x: Tensor) -> Tensor:
+        """The straight pass in training under torchrun: x (b, C, H, W), this rank's share.
+
+        Normalises with the mean and biased variance of the global batch (two passes, each
+        summed over the ranks, differentiably: gradients reach every rank's samples through the
+        statistics as in one process) and updates the running statistics with them, so they
+        stay equal on every rank. SyncBatchNorm computes the same statistics but cannot take
+        this class's place: it has no reuse of the straight statistics by the loop paths.
+        """
+        channels = (1, -1, *([1] * (x.dim() - 2)))
+        dims = (0, *range(2, x.dim()))
+        local = torch.cat([x.sum(dim=dims), x.new_full((1,), x.numel() / x.shape[1])])
+        totals = distributed.all_reduce_sum(local)
+        count = totals[-1]
+        mean = totals[:-1] / count
+        centred = x - mean.view(channels)
+        var = distributed.all_reduce_sum((centred * centred).sum(dim=dims)) / count
+        self._straight_stats = (mean, var)
+        with torch.no_grad():
+            self.num_batches_tracked.add_(1)
+            momentum = self.momentum
+            if momentum is None:  # BatchNorm's cumulative moving average
+                momentum = 1.0 / float(self.num_batches_tracked)
+            self.running_mean.lerp_(mean, momentum)
+            self.running_var.lerp_(var * count / (count - 1).clamp_min(1), momentum)
+        scale = self.weight.view(channels) * torch.rsqrt(var.view(channels) + self.eps)
+        return centred * scale + self.bias.view(channels)
 
 
 class FixedPointLayer(nn.Module):

@@ -26,8 +26,9 @@ from dataclasses import dataclass, field
 
 import torch
 import torch.nn.functional as F
-from torch import Tensor
+from torch import Tensor, nn
 
+from main_model import distributed
 from main_model.network import DynaLayNet
 
 #: Chooses one action per sample: (images (B, C, H, W), labels (B,)) -> actions (B,) int64.
@@ -114,7 +115,7 @@ class _Accumulator:
         self.loss = torch.zeros(n_actions, dtype=torch.float64)
         self.correct = torch.zeros(n_actions, dtype=torch.float64)
         self.count = torch.zeros(n_actions, dtype=torch.float64)
-        self.straight_correct = 0.0
+        self.straight_correct = torch.zeros((), dtype=torch.float64)
 
     def add(self, losses: Tensor, correct: Tensor, actions: Tensor, straight_correct: Tensor):
         actions = actions.cpu()
@@ -123,18 +124,48 @@ class _Accumulator:
         self.count.index_add_(0, actions, torch.ones_like(actions, dtype=torch.float64))
         self.straight_correct += float(straight_correct.sum())
 
+    def merge_ranks(self) -> None:
+        """Sum the counts over the ranks, so every rank reports the whole epoch's statistics."""
+        for total in (self.loss, self.correct, self.count, self.straight_correct):
+            distributed.all_reduce_sum_(total)
+
     def stats(self) -> EpochStats:
         total = float(self.count.sum())
         seen = [a for a in range(len(self.count)) if self.count[a] > 0]
         return EpochStats(
             loss=float(self.loss.sum()) / max(total, 1.0),
             accuracy=float(self.correct.sum()) / max(total, 1.0),
-            straight_accuracy=self.straight_correct / max(total, 1.0),
+            straight_accuracy=float(self.straight_correct) / max(total, 1.0),
             samples=int(total),
             loss_per_action={a: float(self.loss[a] / self.count[a]) for a in seen},
             accuracy_per_action={a: float(self.correct[a] / self.count[a]) for a in seen},
             samples_per_action={a: int(self.count[a]) for a in seen},
         )
+
+
+class PathLogits(nn.Module):
+    """One training step's forward as one module call: the straight pass, then each sample's
+    action. DDP hooks its gradient allreduce to a module's ``forward``, so both passes must run
+    inside one; in a single process it runs exactly what calling the model's methods runs.
+    """
+
+    def __init__(self, model: DynaLayNet) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(
+        self, images: Tensor, actions: Tensor, solver: str = "fpi"
+    ) -> tuple[Tensor, Tensor]:
+        """Logits (B, K) of the straight pass and (B, K) after each sample's action."""
+        straight = self.model.straight(images)
+        return straight.state.logits, self.model.step(straight.state, actions, solver).state.logits
+
+
+def training_forward(model: DynaLayNet) -> nn.Module:
+    """The module :func:`train_epoch` calls for ``model``: :class:`PathLogits`, wrapped in
+    DistributedDataParallel when several processes train (:mod:`main_model.distributed`).
+    Build it once per training run, after ``requires_grad`` is set on what trains."""
+    return distributed.data_parallel(PathLogits(model))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -152,6 +183,7 @@ def train_epoch(
     train_straight: bool = True,
     solver: str = "fpi",
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
+    forward: nn.Module | None = None,
 ) -> EpochStats:
     """One pass over ``batches`` of (images (B, C, H, W), labels (B,)); cross-entropy loss.
 
@@ -159,21 +191,36 @@ def train_epoch(
     blocks are implicit (see :class:`main_model.fpi.FPIBlock`). ``train_straight`` adds the
     straight pass's CE for every sample (see the module docstring). ``scheduler`` steps after
     every optimiser step. ``on_batch(loss)`` is called after every step (progress bars).
+    ``forward``: :func:`training_forward` of ``model``, built once by the caller (default: one
+    built here).
+
+    Several processes (:mod:`main_model.distributed`): ``batches`` are the global batches, the
+    same on every rank; actions are chosen for the whole global batch (so random choices draw
+    what one process draws), then each rank trains on its share of the rows with a loss
+    scaled so that DDP's averaged gradient is that of the global batch's mean loss. The
+    returned statistics cover every rank's samples; ``on_batch`` gets this rank's scaled loss.
     """
     model.train()
+    forward = training_forward(model) if forward is None else forward
     totals = _Accumulator(model.n_actions)
     started, backward_seconds = time.perf_counter(), 0.0
+    shared = distributed.is_distributed()
     for images, labels in batches:
         with torch.no_grad():
             actions = choose_actions(images, labels).to(images.device)
-        straight = model.straight(images)
-        logits = model.step(straight.state, actions, solver).state.logits
+        if shared:
+            shard = distributed.batch_shard(labels.shape[0])
+            images, labels, actions = images[shard.rows], labels[shard.rows], actions[shard.rows]
+        straight_logits, logits = forward(images, actions, solver)
         path_losses = F.cross_entropy(logits, labels, reduction="none")
         if train_straight:
-            straight_losses = F.cross_entropy(straight.state.logits, labels, reduction="none")
-            loss = (straight_losses + path_losses * (actions != 0)).mean()
+            straight_losses = F.cross_entropy(straight_logits, labels, reduction="none")
+            sample_losses = straight_losses + path_losses * (actions != 0)
         else:
-            loss = path_losses.mean()
+            sample_losses = path_losses
+        # One process: the mean, as always. Several: this rank's sum scaled by N / global rows,
+        # which DDP's mean over the N ranks turns into the global batch's mean.
+        loss = sample_losses.sum() * shard.loss_scale if shared else sample_losses.mean()
         optimizer.zero_grad(set_to_none=True)
         _synchronize(images.device)
         backward_started = time.perf_counter()
@@ -184,11 +231,12 @@ def train_epoch(
         if scheduler is not None:
             scheduler.step()
         with torch.no_grad():
-            straight_correct = straight.state.logits.argmax(dim=1) == labels
+            straight_correct = straight_logits.argmax(dim=1) == labels
         totals.add(path_losses, logits.argmax(dim=1) == labels, actions, straight_correct)
         if on_batch is not None:
             on_batch(float(loss.detach()))
     model.eval()
+    totals.merge_ranks()
     stats = totals.stats()
     stats.seconds = time.perf_counter() - started
     stats.backward_seconds = backward_seconds
@@ -230,6 +278,7 @@ def fit(
         else None
     )
     choose = recipe_actions(recipe, model.n_actions, torch.Generator().manual_seed(seed))
+    forward = training_forward(model)  # one DDP wrapper for the whole run when distributed
     history = []
     for epoch in range(1, epochs + 1):
         stats = train_epoch(
@@ -241,6 +290,7 @@ def fit(
             train_straight=recipe.train_straight,
             solver=recipe.solver,
             scheduler=scheduler,
+            forward=forward,
         )
         history.append(stats)
         if on_epoch is not None:
