@@ -23,12 +23,14 @@ from pathlib import Path
 
 from agents.config import HYPERPARAMS_FILE, RunConfigMismatch, TrainConfig, load_run_config
 from agents.trainer import ALGORITHMS, AlternatingTrainer
-from dynalay_env import ENV_IDS, DataNotFoundError
+from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
 from dynalay_env.core import PENALTIES
 from dynalay_env.data import SplitOverlapError
 from main_model.train import RECIPES, path_name
 
 DEFAULTS = TrainConfig()
+#: What train and sweep accept: the image ids and the text ids (the table's baselines are CNNs).
+TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
 
 
 def positive_int(text: str) -> int:
@@ -65,7 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add = parser.add_argument
     add("--algo", default=DEFAULTS.algo, choices=sorted(ALGORITHMS), help="SB3 algorithm")
-    add("--env", default=DEFAULTS.env, help=f"env id, one of {sorted(ENV_IDS.values())}")
+    add("--env", default=DEFAULTS.env, help=f"env id, one of {TRAINABLE_ENV_IDS}")
     add("--seed", type=int, default=DEFAULTS.seed, help="seed of the model and the agent")
     add(
         "--data-seed",
@@ -232,8 +234,8 @@ def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
                 "start a new run without --resume"
             )
         return saved, run_dir
-    if args.env not in ENV_IDS.values():
-        parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
+    if args.env not in TRAINABLE_ENV_IDS:
+        parser.error(f"unknown --env {args.env!r}; choose one of {TRAINABLE_ENV_IDS}")
     if args.checkpoint is not None and not Path(args.checkpoint).is_file():
         parser.error(f"--checkpoint {args.checkpoint} does not exist")
     if args.conf is not None and not Path(args.conf).is_file():
@@ -254,8 +256,10 @@ def format_summary(summary: dict) -> str:
     frequencies = ", ".join(
         f"{path_name(a)} {share:.1%}" for a, share in enumerate(summary["action_frequencies"])
     )
+    perplexity = summary.get("perplexity")  # language models only
+    perplexity = "" if perplexity is None else f" | perplexity {perplexity:.1f}"
     return (
-        f"test accuracy {summary['accuracy']:.4f} on {summary['episodes']} samples | "
+        f"test accuracy {summary['accuracy']:.4f}{perplexity} on {summary['episodes']} samples | "
         f"mean cost {summary['mean_cost']:.4f} | FLOPs vs plain CNN "
         f"{summary['relative_flops']:.2f}x | actions: {frequencies}\n"
         f"run directory: {summary['run_dir']}"
@@ -304,8 +308,8 @@ def sweep_main(argv: list[str]) -> int:
     parser.add_argument("--betas", type=non_negative_float, nargs="+", required=True)
     parser.add_argument("--taus", type=float, nargs="+", default=list(DEFAULT_TAUS))
     args = parser.parse_args(argv)
-    if args.env not in ENV_IDS.values():
-        parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
+    if args.env not in TRAINABLE_ENV_IDS:
+        parser.error(f"unknown --env {args.env!r}; choose one of {TRAINABLE_ENV_IDS}")
     config = config_from_args(args)
     sweep_dir = Path(config.logdir) / f"sweep_{config.env}_{config.algo}_s{config.seed}"
     try:

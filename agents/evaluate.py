@@ -33,15 +33,19 @@ class PolicyResult:
 
     Attributes:
         name: e.g. ``agent``, ``static loop-2``, ``threshold tau=0.9``.
-        accuracy: share of correct answers.
+        accuracy: share of correct answers (a language model's: the mean over episodes of the
+            share of positions whose next token is right, so of all tokens: windows are equal).
         mean_cost: mean of the summed normalised step costs per episode.
         relative_flops: mean FLOPs per sample / FLOPs of the plain CNN (1.0 = always NOP).
         action_frequencies: share of decisions that chose each action.
         mean_reward: mean episode return.
         mean_steps: mean decisions per episode (1 for one-shot episodes).
         ms_per_sample: wall time per sample in milliseconds (None for the oracle).
+        perplexity: a language model's, exp of the mean next-token negative log-likelihood over
+            every token of the episodes (None for classifiers; then not written to JSON).
         records: per-episode arrays (``dataset_index``, ``correct``, ``cost``, ``flops``,
-            ``first_action``), in episode order; not written to JSON.
+            ``first_action``, and ``nll`` for a language model), in episode order; not written
+            to JSON.
     """
 
     name: str
@@ -54,11 +58,14 @@ class PolicyResult:
     mean_steps: float = 1.0
     ms_per_sample: float | None = None
     parameter: float | None = None
+    perplexity: float | None = None
     records: dict[str, np.ndarray] = field(default_factory=dict, repr=False)
 
     def to_json(self) -> dict[str, Any]:
         values = asdict(self)
         values.pop("records")
+        if values["perplexity"] is None:  # classifiers: their JSON as before
+            values.pop("perplexity")
         return values
 
 
@@ -90,7 +97,10 @@ def run_policy(
                 chosen = episode["actions"][slot]
                 chosen = chosen[chosen >= 0]
                 columns["dataset_index"].append(int(episode["dataset_index"][slot]))
-                columns["correct"].append(bool(episode["correct"][slot]))
+                # bool for classifiers, the share of right tokens for a language model
+                columns["correct"].append(episode["correct"][slot].item())
+                if "nll" in episode:
+                    columns.setdefault("nll", []).append(float(episode["nll"][slot]))
                 columns["cost"].append(float(episode["total_cost"][slot]))
                 columns["flops"].append(float(episode["flops"][slot]))
                 columns["first_action"].append(int(chosen[0]))
@@ -112,6 +122,7 @@ def run_policy(
         mean_reward=float(records["reward"].mean()),
         mean_steps=float(records["steps"].mean()),
         ms_per_sample=1000.0 * elapsed / max(len(records["correct"]), 1),
+        perplexity=float(np.exp(records["nll"].mean())) if "nll" in records else None,
         records=records,
     )
 
@@ -144,7 +155,8 @@ def threshold_policy(layout: dict[str, slice], tau: float, loop_action: int) -> 
 
 
 def oracle_result(static_results: list[PolicyResult]) -> PolicyResult:
-    """Per sample the cheapest static path that is correct (NOP where none is): an upper bound.
+    """Per sample the cheapest static path that is correct (NOP where none is; for a language
+    model's windows, the cheapest of the most accurate paths): an upper bound.
 
     ``static_results[k]`` must be always-k, evaluated on the same samples in the same order.
     """
@@ -155,8 +167,10 @@ def oracle_result(static_results: list[PolicyResult]) -> PolicyResult:
     correct = np.stack([r.records["correct"] for r in static_results])  # (paths, N)
     cost = np.stack([r.records["cost"] for r in static_results])
     flops = np.stack([r.records["flops"] for r in static_results])
-    masked_cost = np.where(correct, cost, np.inf)
-    chosen = np.where(correct.any(axis=0), masked_cost.argmin(axis=0), 0)
+    # The most accurate path, the cheapest among equals (bool: the cheapest correct one, else NOP,
+    # the cheapest of all; a language model's share of right tokens: its best path).
+    masked_cost = np.where(correct == correct.max(axis=0), cost, np.inf)
+    chosen = masked_cost.argmin(axis=0)
     columns = np.arange(correct.shape[1])
     straight_flops = static_results[0].records["flops"].mean() / static_results[0].relative_flops
     n_actions = len(static_results)

@@ -25,14 +25,21 @@ def action_names(n_actions: int) -> list[str]:
 
 
 def markdown_table(results: Sequence[PolicyResult], title: str) -> str:
-    """One row per policy: accuracy, compute, action frequencies, wall time."""
+    """One row per policy: accuracy (and a language model's perplexity), compute, action
+    frequencies, wall time."""
     names = action_names(len(results[0].action_frequencies))
-    header = ["policy", "accuracy", "FLOPs vs plain CNN", "mean cost", *names, "ms / sample"]
+    language_model = any(r.perplexity is not None for r in results)
+    perplexity = ["perplexity"] if language_model else []
+    header = ["policy", "accuracy", *perplexity, "FLOPs vs plain CNN", "mean cost", *names]
+    header.append("ms / sample")
     lines = [f"# {title}", "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         wall = "—" if r.ms_per_sample is None else f"{r.ms_per_sample:.3f}"
         freqs = [f"{share:.1%}" for share in r.action_frequencies]
-        row = [r.name, f"{r.accuracy:.4f}", f"{r.relative_flops:.2f}x", f"{r.mean_cost:.4f}"]
+        row = [r.name, f"{r.accuracy:.4f}"]
+        if language_model:
+            row.append("—" if r.perplexity is None else f"{r.perplexity:.1f}")
+        row += [f"{r.relative_flops:.2f}x", f"{r.mean_cost:.4f}"]
         lines.append("| " + " | ".join([*row, *freqs, wall]) + " |")
     lines += [
         "",

@@ -67,11 +67,23 @@ from agents.files import (
     write_json_atomic,
 )
 from agents.vec_env import make_sb3_vec_env
-from dynalay_env import ENV_IDS
+from dynalay_env import ENV_IDS, TEXT_ENV_IDS
 from dynalay_env.core import first_observation
-from dynalay_env.data import get_spec, load_splits
-from dynalay_env.models import config_for, iterate_batches, pretrain_main_model, resolve_device
-from main_model import DynaLayNet, distributed, load_main_model, save_main_model
+from dynalay_env.data import load_splits
+from dynalay_env.models import (
+    iterate_batches,
+    model_config_for,
+    pretrain_main_model,
+    resolve_device,
+)
+from main_model import (
+    DynaLayConfig,
+    DynaLayNet,
+    DynaLaySeqConfig,
+    distributed,
+    load_main_model,
+    save_main_model,
+)
 from main_model.checkpoint import state_digest
 from main_model.train import get_recipe, train_epoch, training_forward
 
@@ -80,10 +92,11 @@ log = logging.getLogger("dynalay")
 
 
 def dataset_of(env_id: str) -> str:
-    for dataset, known_id in ENV_IDS.items():
+    known = {**ENV_IDS, **TEXT_ENV_IDS}
+    for dataset, known_id in known.items():
         if known_id == env_id:
             return dataset
-    raise ValueError(f"unknown env id {env_id!r}; choose one of {sorted(ENV_IDS.values())}")
+    raise ValueError(f"unknown env id {env_id!r}; choose one of {sorted(known.values())}")
 
 
 def phase_seed(seed: int, phase: str) -> int:
@@ -315,20 +328,26 @@ class AlternatingTrainer:
             assert isinstance(self.agent, OffPolicyAlgorithm)
             self.agent.load_replay_buffer(record.path(REPLAY_BUFFER_FILE))
 
+    def _model_config(self) -> DynaLayConfig | DynaLaySeqConfig:
+        """The main model's config: the run's widths (and strides, images only) for its data."""
+        return model_config_for(
+            self.splits["train"], self.config.widths, strides=self.config.strides
+        )
+
     def _pretrain(self) -> None:
         config = self.config
         if config.checkpoint is not None:
             self.model, _ = load_main_model(
                 config.checkpoint,
                 self.device,
-                config_for(get_spec(self.dataset), config.widths, strides=config.strides),
+                self._model_config(),
             )
             log.info("main model loaded from %s", config.checkpoint)
         else:
             self.model = pretrain_main_model(
                 self.splits["train"],
                 epochs=config.pretrain_epochs,
-                config=config_for(get_spec(self.dataset), config.widths, strides=config.strides),
+                config=self._model_config(),
                 batch_size=config.batch_size,
                 learning_rate=config.learning_rate,
                 recipe=config.recipe,

@@ -212,9 +212,9 @@ def train_epoch(
             shard = distributed.batch_shard(labels.shape[0])
             images, labels, actions = images[shard.rows], labels[shard.rows], actions[shard.rows]
         straight_logits, logits = forward(images, actions, solver)
-        path_losses = F.cross_entropy(logits, labels, reduction="none")
+        path_losses = per_sample(F.cross_entropy(logits, labels, reduction="none"))
         if train_straight:
-            straight_losses = F.cross_entropy(straight_logits, labels, reduction="none")
+            straight_losses = per_sample(F.cross_entropy(straight_logits, labels, reduction="none"))
             sample_losses = straight_losses + path_losses * (actions != 0)
         else:
             sample_losses = path_losses
@@ -231,8 +231,9 @@ def train_epoch(
         if scheduler is not None:
             scheduler.step()
         with torch.no_grad():
-            straight_correct = straight_logits.argmax(dim=1) == labels
-        totals.add(path_losses, logits.argmax(dim=1) == labels, actions, straight_correct)
+            straight_correct = per_sample(straight_logits.argmax(dim=1) == labels)
+        correct = per_sample(logits.argmax(dim=1) == labels)
+        totals.add(path_losses, correct, actions, straight_correct)
         if on_batch is not None:
             on_batch(float(loss.detach()))
     model.eval()
@@ -241,6 +242,16 @@ def train_epoch(
     stats.seconds = time.perf_counter() - started
     stats.backward_seconds = backward_seconds
     return stats
+
+
+def per_sample(values: Tensor) -> Tensor:
+    """(B,) values per sample: ``values`` itself when (B,); for per-position values (B, T) (a
+    language model's token losses or hits) their mean over the positions, float64 for hits."""
+    if values.dim() == 1:
+        return values
+    return (
+        values.flatten(1).to(torch.float64 if values.dtype == torch.bool else values.dtype).mean(1)
+    )
 
 
 def fit(
@@ -338,8 +349,11 @@ def path_statistics(
                 iterations[action] += float(output.iterations[:, :action].double().mean(1).sum())
             logits = output.state.logits
             flops[action] += float(straight.flops.sum())
-            correct[action] += float((logits.argmax(dim=1) == labels).sum())
-            loss[action] += float(F.cross_entropy(logits, labels, reduction="sum"))
+            # Per sample: the mean over its positions (one position per image; T for a
+            # language model's windows, all of length T, so the sum over tokens / T).
+            positions = labels[0].numel()
+            correct[action] += float((logits.argmax(dim=1) == labels).sum()) / positions
+            loss[action] += float(F.cross_entropy(logits, labels, reduction="sum")) / positions
         total += images.shape[0]
     total = max(total, 1)
     return {

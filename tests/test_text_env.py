@@ -201,3 +201,31 @@ def test_a_model_with_another_vocabulary_is_refused(text_data, tmp_path: Path):
         gym.make("DynaLay-WikiText2-v0", data_dir=root, checkpoint=other, holdout_size=6, seq_len=8)
     with pytest.raises(ValueError, match="seq_len"):
         gym.make("DynaLay-WikiText2-v0", data_dir=root, checkpoint=other, holdout_size=6, seq_len=9)
+
+
+# ----- training and evaluation end to end -------------------------------------------------------
+def test_run_rl_trains_and_evaluates_on_wikitext_trained_on_valid(tmp_path: Path, capsys):
+    import json
+
+    import run_rl
+
+    root = write_wikitext(tmp_path / "data", splits=("valid", "test"))
+    flags = [
+        "--env", "DynaLay-WikiText2-v0", "--algo", "ppo", "--device", "cpu",
+        "--widths", "3", "3", "3", "--pretrain-epochs", "1", "--rounds", "1",
+        "--total-timesteps", "32", "--num-envs", "4", "--holdout-size", "6", "--eval-size", "8",
+        "--batch-size", "8", "--data-dir", str(root), "--logdir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    with pytest.warns(UserWarning, match="training on its valid split"):
+        assert run_rl.main(flags) == 0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    summary = json.loads((run_dir / "summary.json").read_text())
+    assert 0.0 <= summary["accuracy"] <= 1.0 and summary["perplexity"] > 1.0
+    assert "perplexity" in capsys.readouterr().out
+    with pytest.warns(UserWarning, match="training on its valid split"):
+        assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.1"]) == 0
+    results = json.loads((run_dir / "results.json").read_text())
+    by_name = {p["name"]: p for p in results["policies"]}
+    assert by_name["static NOP (plain CNN)"]["perplexity"] > 1.0
+    assert "perplexity" not in by_name["oracle"]  # no token likelihoods behind the oracle
+    assert "| perplexity |" in (run_dir / "results.md").read_text()
