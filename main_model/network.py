@@ -2,8 +2,10 @@
 
 Actions (per sample): ``0`` = NOP (keep the current prediction, spend nothing); ``k >= 1`` =
 loop blocks 1..k to their fixed points (warm-started from the current state), then run blocks
-k+1..n straight through and the head again. Samples are grouped by action and each group runs
-as one batch, so a mixed batch gives the same results as running every sample alone.
+k+1..n straight through and the head again. Each block runs as one batch for all the samples
+that loop it and one for those that run it straight, whatever their actions, and nothing in a
+sample's computation depends on the others, so a mixed batch gives the results of running every
+sample alone (up to the last bits of convolutions on batches of other sizes).
 """
 
 from __future__ import annotations
@@ -301,10 +303,18 @@ class FPINetwork(nn.Module):
         """
         return tuple(block.loop_conv.effective_weight() for block in self.blocks)
 
-    def _run_loop_action(
-        self, state: NetState, action: int, weights: Sequence[Tensor], solver: str = "fpi"
+    def _run_loop_actions(
+        self, state: NetState, counts: Sequence[int], weights: Sequence[Tensor], solver: str
     ) -> StepOutput:
-        """Loop blocks 1..action then straight through the rest, on a group sharing ``action``."""
+        """Loop actions on samples sorted by action, deepest loop first (none is NOP).
+
+        ``counts[k]``: how many samples chose loop-k (``counts[0]`` is ignored). Every loop
+        action loops block 1, loop-k with k >= 2 also block 2, and so on, so block l is looped
+        for a prefix of the samples (those with action >= l) and run straight for the rest:
+        one batch per block for all actions at once, instead of one per action and block, which
+        ran block 1's loop in as many small batches as there were actions (small convolutions
+        cost several times more per sample on a CPU).
+        """
         batch, n = state.batch_size, self.n_blocks
         device = state.logits.device
         z, injections, residual = [], [], []
@@ -312,17 +322,26 @@ class FPINetwork(nn.Module):
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
         for index, block in enumerate(self.blocks):
             u = state.injection[0] if index == 0 else block.inject(z[-1], straight=False)
-            if index < action:
+            looped = sum(counts[index + 1 :])  # samples whose action loops this block: a prefix
+            parts, residuals = [], []
+            if looped:
                 result = block.loop(
-                    u, state.z[index], self.config.tol, self.config.max_iter, solver, weights[index]
+                    u[:looped],
+                    state.z[index][:looped],
+                    self.config.tol,
+                    self.config.max_iter,
+                    solver,
+                    weights[index],
                 )
-                z.append(result.z)
-                iterations[:, index] = result.iterations
-                diverged[:, index] = result.diverged
-                residual.append(result.residual.to(state.residual.dtype))
-            else:
-                z.append(block.straight(u))
-                residual.append(torch.ones_like(state.residual[:, index]))
+                parts.append(result.z)
+                residuals.append(result.residual.to(state.residual.dtype))
+                iterations[:looped, index] = result.iterations
+                diverged[:looped, index] = result.diverged
+            if looped < batch:
+                parts.append(block.straight(u[looped:]))
+                residuals.append(torch.ones_like(state.residual[looped:, index]))
+            z.append(parts[0] if len(parts) == 1 else torch.cat(parts))
+            residual.append(residuals[0] if len(residuals) == 1 else torch.cat(residuals))
             injections.append(u)
         new_state = NetState(
             z=tuple(z),
@@ -330,12 +349,11 @@ class FPINetwork(nn.Module):
             logits=self.readout(z[-1]),
             residual=torch.stack(residual, dim=1),
         )
-        return StepOutput(
-            new_state, self._step_flops_tensor(action, iterations), iterations, diverged
-        )
+        # Unlooped blocks have 0 iterations, so every loop action's FLOPs take one formula.
+        return StepOutput(new_state, self._step_flops_tensor(n, iterations), iterations, diverged)
 
     def step(self, state: NetState, actions: Tensor, solver: str = "fpi") -> StepOutput:
-        """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per action.
+        """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per block.
 
         ``solver``: ``fpi`` (per-sample fixed-point iteration) or TorchDEQ's ``anderson`` /
         ``broyden`` (the DEQ baseline).
@@ -349,8 +367,8 @@ class FPINetwork(nn.Module):
         actions = actions.to(device=state.logits.device, dtype=torch.long)
         batch, n, device = state.batch_size, self.n_blocks, state.logits.device
         # The step's one read from the device: how many samples chose each action, with the
-        # out-of-range ones counted in two extra bins (below 0, above n). Groups then come from
-        # one stable sort, so they need no further host syncs (nonzero() per action would).
+        # out-of-range ones counted in two extra bins (below 0, above n). The loop rows then
+        # come from one stable sort, so they need no further host syncs.
         bins = actions.clamp(-1, n + 1) + 1
         counts = torch.bincount(bins, minlength=n + 3).tolist() if batch else [0] * (n + 3)
         if counts[0] or counts[-1]:
@@ -359,28 +377,35 @@ class FPINetwork(nn.Module):
                 f"got values in [{int(actions.min())}, {int(actions.max())}]"
             )
         counts = counts[1:-1]  # samples per action 0..n
-        flops = torch.zeros(batch, dtype=torch.long, device=device)
-        iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
-        diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
-        loop_actions = [a for a in range(1, n + 1) if counts[a]]
-        if not loop_actions:  # all NOP: nothing runs, the state stays as it is
-            return StepOutput(state, flops, iterations, diverged)
+        if counts[0] == batch:  # all NOP: nothing runs, the state stays as it is
+            flops = torch.zeros(batch, dtype=torch.long, device=device)
+            iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
+            return StepOutput(state, flops, iterations, torch.zeros_like(iterations, dtype=bool))
         weights = self.loop_weights()
-        if counts[loop_actions[0]] == batch:  # one group: skip the gather/scatter
-            return self._run_loop_action(state, loop_actions[0], weights, solver)
-        # Positions of each action's samples, ascending (a stable sort keeps their order).
-        groups = torch.argsort(actions, stable=True).split(counts)
-        new_state = None
-        for action in loop_actions:  # NOP rows: nothing runs, their state stays as it is
-            index = groups[action]
-            group = self._run_loop_action(state.select(index), action, weights, solver)
-            new_state = (state.clone() if new_state is None else new_state).put_rows_(
-                index, group.state
+        if max(counts) == batch:  # one loop action for all: no gather or scatter
+            return self._run_loop_actions(state, counts, weights, solver)
+        # The looping samples, deepest loop first (a stable sort keeps their order within an
+        # action), so each block's looped samples are a prefix of them; NOP rows come last.
+        order = torch.argsort(actions, descending=True, stable=True)
+        rows = order[: batch - counts[0]]
+        run = self._run_loop_actions(state.select(rows), counts, weights, solver)
+        if counts[0] == 0:  # every row ran: put them back in place by the inverse order
+            back = torch.argsort(order)
+            return StepOutput(
+                run.state.select(back),
+                run.flops.index_select(0, back),
+                run.iterations.index_select(0, back),
+                run.diverged.index_select(0, back),
             )
-            flops = flops.index_copy(0, index, group.flops)
-            iterations = iterations.index_copy(0, index, group.iterations)
-            diverged = diverged.index_copy(0, index, group.diverged)
-        return StepOutput(state if new_state is None else new_state, flops, iterations, diverged)
+        # NOP rows: nothing runs, their state stays as it is
+        flops = torch.zeros(batch, dtype=torch.long, device=device).index_copy(0, rows, run.flops)
+        iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
+        return StepOutput(
+            state.clone().put_rows_(rows, run.state),
+            flops,
+            iterations.index_copy(0, rows, run.iterations),
+            torch.zeros_like(iterations, dtype=bool).index_copy(0, rows, run.diverged),
+        )
 
     def forward(self, inputs: Tensor, actions: Tensor | None = None, solver: str = "fpi") -> Tensor:
         """Logits after the straight pass and, if given, one action per sample."""
