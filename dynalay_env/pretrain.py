@@ -2,6 +2,7 @@
 
 python -m dynalay_env.pretrain --dataset FashionMNIST --epochs 20
 python -m dynalay_env.pretrain --dataset CIFAR10 --download      # fetch CIFAR-10 first
+python -m dynalay_env.pretrain --dataset WikiText2 --data-dir ../shared/data --epochs 2
 
 Beside the checkpoint it writes ``<output>.json``: the command, the training settings, the
 model's digest and every path's accuracy, loss and FLOPs on the test split (how the model that
@@ -11,6 +12,7 @@ ships with the package is documented; see ``dynalay_env/shipped/``).
 from __future__ import annotations
 
 import argparse
+import math
 import platform
 import shlex
 import sys
@@ -18,15 +20,18 @@ import time
 
 import torch
 
+from dynalay_env.build import DEFAULT_IMAGE_HOLDOUT
 from dynalay_env.data import DATASETS, DataNotFoundError, load_splits
 from dynalay_env.models import (
+    DEFAULT_TEXT_WIDTHS,
     DEFAULT_WIDTHS,
     cached_model_path,
-    config_for,
     iterate_batches,
+    model_config_for,
     resolve_device,
     train_main_model,
 )
+from dynalay_env.text import TEXT_DATASETS
 from main_model import save_main_model
 from main_model.checkpoint import state_digest, write_json_atomic
 from main_model.train import RECIPES, path_name, path_statistics
@@ -36,9 +41,16 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--dataset", default="CIFAR10", choices=sorted(DATASETS))
+    parser.add_argument("--dataset", default="CIFAR10", choices=sorted(DATASETS | TEXT_DATASETS))
     parser.add_argument("--epochs", type=int, default=20, help="warm-up epochs (default: 20)")
-    parser.add_argument("--widths", type=int, nargs="+", default=list(DEFAULT_WIDTHS))
+    parser.add_argument(
+        "--widths",
+        type=int,
+        nargs="+",
+        default=None,
+        help=f"default: {' '.join(map(str, DEFAULT_WIDTHS))} (images), "
+        f"{' '.join(map(str, DEFAULT_TEXT_WIDTHS))} (text: LSTM hidden sizes)",
+    )
     parser.add_argument(
         "--strides",
         type=int,
@@ -53,7 +65,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--train-size", type=int, default=None, help="train on this many images (default: all)"
     )
-    parser.add_argument("--holdout-size", type=int, default=5000)
+    parser.add_argument(
+        "--holdout-size",
+        type=int,
+        default=None,
+        help=f"default: {DEFAULT_IMAGE_HOLDOUT} images, or the text dataset's",
+    )
     parser.add_argument("--data-seed", type=int, default=0, help="seeds the holdout split")
     parser.add_argument("--data-dir", default=None, help="where to look for the data first")
     parser.add_argument("--download", action="store_true", help="let torchvision download")
@@ -61,10 +78,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--output", default=None, help="default: the cache the envs read")
     args = parser.parse_args(argv)
     try:
+        text = args.dataset in TEXT_DATASETS
         splits = load_splits(
             args.dataset,
             args.data_dir,
-            args.holdout_size,
+            args.holdout_size if args.holdout_size is not None or text else DEFAULT_IMAGE_HOLDOUT,
             args.data_seed,
             args.download,
             train_size=args.train_size,
@@ -78,7 +96,7 @@ def main(argv: list[str] | None = None) -> int:
     model, history = train_main_model(
         splits["train"],
         epochs=args.epochs,
-        config=config_for(spec, tuple(args.widths), strides=args.strides),
+        config=model_config_for(splits["train"], args.widths, strides=args.strides),
         batch_size=args.batch_size,
         learning_rate=args.lr,
         recipe=args.recipe,
@@ -90,8 +108,9 @@ def main(argv: list[str] | None = None) -> int:
     straight_flops = test[0]["flops"]
     for action, stats in test.items():
         print(
-            f"{path_name(action)}: test accuracy {100 * stats['accuracy']:.2f}%, "
-            f"{stats['flops'] / straight_flops:.2f}x the straight pass's FLOPs",
+            f"{path_name(action)}: test accuracy {100 * stats['accuracy']:.2f}%"
+            + (f", perplexity {math.exp(stats['loss']):.1f}" if text else "")
+            + f", {stats['flops'] / straight_flops:.2f}x the straight pass's FLOPs",
             file=sys.stderr,
         )
     path = save_main_model(

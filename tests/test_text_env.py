@@ -18,7 +18,7 @@ from dynalay_env.data import DataNotFoundError, load_splits, training_provenance
 from dynalay_env.models import model_config_for, new_main_model
 from dynalay_env.text import EOS, PAD, UNK, build_vocabulary, load_text_splits, tokenize_review
 from dynalay_env.vector_env import DynaLayVectorEnv
-from main_model import DynaLaySeqNet, save_main_model
+from main_model import DynaLaySeqNet, load_main_model, save_main_model
 
 WORDS = [f"w{i}" for i in range(30)]
 SMALL = (4, 4, 4)
@@ -229,3 +229,17 @@ def test_run_rl_trains_and_evaluates_on_wikitext_trained_on_valid(tmp_path: Path
     assert by_name["static NOP (plain CNN)"]["perplexity"] > 1.0
     assert "perplexity" not in by_name["oracle"]  # no token likelihoods behind the oracle
     assert "| perplexity |" in (run_dir / "results.md").read_text()
+
+
+def test_pretrain_command_trains_a_text_model_with_its_vocabulary(tmp_path: Path, capsys):
+    from dynalay_env.pretrain import main as pretrain
+
+    root = write_wikitext(tmp_path / "data")
+    output = tmp_path / "wiki.pt"
+    flags = ["--dataset", "WikiText2", "--data-dir", str(root), "--widths", "3", "3", "3"]
+    flags += ["--epochs", "1", "--holdout-size", "6", "--device", "cpu", "--output", str(output)]
+    assert pretrain(flags) == 0
+    assert "perplexity" in capsys.readouterr().err
+    splits = load_splits("WikiText2", root, holdout_size=6)
+    model, _ = load_main_model(output)
+    assert splits["train"].model_mismatch(model) is None  # same vocabulary, same shapes
