@@ -37,7 +37,7 @@ from main_model import (
     load_main_model,
     save_main_model,
 )
-from main_model.train import EpochStats, evaluate_paths, fit, path_name
+from main_model.train import EpochStats, Recipe, evaluate_paths, fit, get_recipe, path_name
 
 #: Widths of a main model pre-trained on first use (the thesis's network).
 DEFAULT_WIDTHS = (64, 128, 256)
@@ -177,7 +177,7 @@ def train_main_model(
     config: DynaLayConfig | None = None,
     batch_size: int = 64,
     learning_rate: float = 1e-2,
-    recipe: str = "dynalay",
+    recipe: str | Recipe = "dynalay",
     seed: int = 0,
     device: torch.device | str = "cpu",
     progress: bool = True,
@@ -198,6 +198,7 @@ def train_main_model(
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
     torch.manual_seed(seed)
     device = torch.device(device)
     model = new_main_model(config or model_config_for(train_split), train_split).to(device)
@@ -207,7 +208,7 @@ def train_main_model(
     batches_per_epoch = -(-len(split) // batch_size)
     bar = tqdm(
         total=epochs * batches_per_epoch,
-        desc=f"train {split.spec.name} main model ({recipe}, {epochs} epochs)",
+        desc=f"train {split.spec.name} main model ({recipe.name}, {epochs} epochs)",
         disable=not progress,
         file=sys.stderr,
     )
@@ -249,7 +250,11 @@ def train_main_model(
             seed=seed,
             on_batch=advance,
         )
-    model.provenance = {**training_provenance(train_split), "recipe": recipe, "epochs": epochs}
+    model.provenance = {
+        **training_provenance(train_split),
+        "recipe": recipe.name,
+        "epochs": epochs,
+    }
     return model.eval(), history
 
 

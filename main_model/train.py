@@ -64,6 +64,17 @@ RECIPES: dict[str, Recipe] = {
 }
 
 
+def first_blocks_recipe(blocks: int) -> Recipe:
+    """FPI in the first ``blocks`` blocks only (the thesis's Fig. 4.4 "Model m"): the
+    ``dynalay`` recipe with its loop draws limited to loop-1..``blocks``, so blocks after them
+    always run straight, i.e. as plain conv layers; ``blocks=0`` is the ``plain`` recipe."""
+    if blocks < 0:
+        raise ValueError(f"blocks must be >= 0, got {blocks}")
+    if blocks == 0:
+        return RECIPES["plain"]
+    return Recipe(f"fpi-first-{blocks}", 1, blocks, True, description=f"FPI in blocks 1..{blocks}")
+
+
 def get_recipe(name: str) -> Recipe:
     if name not in RECIPES:
         raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
