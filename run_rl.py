@@ -92,9 +92,24 @@ def build_parser() -> argparse.ArgumentParser:
     add("--rounds", type=positive_int, default=DEFAULTS.rounds, help="RL+supervised rounds")
     add(
         "--pretrain-epochs",
-        type=positive_int,
+        type=non_negative_int,
         default=DEFAULTS.pretrain_epochs,
-        help="warm-up epochs on all paths (thesis: 20)",
+        help="warm-up epochs on all paths (thesis: 20; 0: the rounds start from an untrained "
+        "main model)",
+    )
+    add(
+        "--no-agent-pretrain",
+        dest="agent_pretrain",
+        action="store_false",
+        help="each round trains the main model first, so round 1 follows an untrained agent "
+        "(default: the agent learns on the warmed-up model first; thesis Sec. 4.0.5)",
+    )
+    add(
+        "--track-test",
+        type=non_negative_int,
+        default=DEFAULTS.track_test,
+        help="after every supervised epoch, log the test accuracy and loss of the agent's paths "
+        "on this many test images to TensorBoard (0: off)",
     )
     add(
         "--supervised-epochs",
@@ -171,6 +186,8 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         total_timesteps=args.total_timesteps,
         rounds=args.rounds,
         pretrain_epochs=args.pretrain_epochs,
+        agent_pretrain=args.agent_pretrain,
+        track_test=args.track_test,
         supervised_epochs=args.supervised_epochs,
         exploration=args.exploration,
         alpha=args.alpha,
@@ -438,6 +455,10 @@ def main(argv: list[str] | None = None) -> int:
         return table_main(argv[1:])
     if argv[:1] == ["demo"]:
         return demo_main(argv[1:])
+    if argv[:1] == ["reproduce"]:
+        from agents.reproduce import reproduce_main
+
+        return reproduce_main(argv[1:])
     if argv[:1] == ["export"]:
         from agents.deploy import export_main
 

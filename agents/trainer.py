@@ -69,10 +69,11 @@ from agents.files import (
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS
 from dynalay_env.core import first_observation
-from dynalay_env.data import load_splits
+from dynalay_env.data import load_splits, training_provenance
 from dynalay_env.models import (
     iterate_batches,
     model_config_for,
+    new_main_model,
     pretrain_main_model,
     resolve_device,
 )
@@ -343,6 +344,16 @@ class AlternatingTrainer:
                 self._model_config(),
             )
             log.info("main model loaded from %s", config.checkpoint)
+        elif config.pretrain_epochs == 0:  # no warm-up: the rounds start from the initialisation
+            torch.manual_seed(config.seed)
+            self.model = new_main_model(self._model_config(), self.splits["train"]).to(self.device)
+            self.model.provenance = {
+                **training_provenance(self.splits["train"]),  # the rounds train on these rows
+                "recipe": config.recipe,
+                "epochs": 0,
+            }
+            self.model.eval()
+            log.info("no pre-training: the rounds start from an untrained main model")
         else:
             self.model = pretrain_main_model(
                 self.splits["train"],
@@ -363,17 +374,22 @@ class AlternatingTrainer:
         writer.add_text("hyperparameters", "| key | value |\n|---|---|\n" + table)
         writer.close()
 
+    def _new_agent(self) -> BaseAlgorithm:
+        """An untrained agent (the run's seed) on a fresh env over the holdout."""
+        kwargs = dict(self.algo_kwargs)
+        kwargs.pop("normalize", None)
+        policy = kwargs.pop("policy", "MlpPolicy")
+        agent = ALGORITHMS[self.config.algo](
+            policy, self._make_env(), seed=self.config.seed, device=self.device, **kwargs
+        )
+        agent.set_logger(self._tensorboard_logger())
+        return agent
+
     def _rl_phase(self) -> None:
         if not distributed.is_main_process():
             return  # rank 0 learns alone; the others wait for its files in _save_phase
         if self.agent is None:
-            kwargs = dict(self.algo_kwargs)
-            kwargs.pop("normalize", None)
-            policy = kwargs.pop("policy", "MlpPolicy")
-            self.agent = ALGORITHMS[self.config.algo](
-                policy, self._make_env(), seed=self.config.seed, device=self.device, **kwargs
-            )
-            self.agent.set_logger(self._tensorboard_logger())
+            self.agent = self._new_agent()
         self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes on a fresh env
         self.agent.set_random_seed(self.phase_seed)  # also its env's samples and its action space
         callback = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
@@ -405,6 +421,8 @@ class AlternatingTrainer:
 
     def _supervised_phase(self, round_index: int) -> None:
         config = self.config
+        if self.agent is None:  # no agent pre-training: follow an untrained agent's choices
+            self.agent = self._new_agent()
         self.model.requires_grad_(True)
         # torchrun: DDP over the ranks (built after requires_grad_, DDP registers only what
         # trains), each taking its share of every global batch; the agent, read back from
@@ -451,7 +469,34 @@ class AlternatingTrainer:
                 logger.record(f"supervised/loss_path{action}", stats.loss_per_action[action])
                 logger.record(f"supervised/samples_path{action}", stats.samples_per_action[action])
             logger.dump(step=self.agent.num_timesteps)
+            if config.track_test:
+                test = self._test_metrics(config.track_test)
+                logger.record("test/accuracy", test["accuracy"])
+                logger.record("test/loss", test["loss"])
+                logger.dump(step=(round_index - 1) * config.supervised_epochs + epoch + 1)
         self.model.eval().requires_grad_(False)
+
+    @torch.no_grad()
+    def _test_metrics(self, size: int) -> dict[str, float]:
+        """Accuracy and mean cross-entropy of the agent's first decision on the first ``size``
+        test images (the test curves of the thesis's Fig. 4.2; logged, never used to choose)."""
+        self.model.eval()
+        split = self.splits["test"]
+        correct, loss, seen = 0.0, 0.0, 0
+        for images, labels in iterate_batches(split, 500):
+            images, labels = images[: size - seen], labels[: size - seen]
+            straight = self.model.straight(images)
+            observations = first_observation(straight.state, self.model.n_actions).cpu().numpy()
+            chosen, _ = self.agent.predict(self.normalized(observations), deterministic=True)
+            actions = torch.as_tensor(chosen, device=images.device).long()
+            logits = self.model.step(straight.state, actions).state.logits
+            correct += float((logits.argmax(dim=1) == labels).sum())
+            loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            seen += len(labels)
+            if seen >= size:
+                break
+        self.model.train()
+        return {"accuracy": correct / max(seen, 1), "loss": loss / max(seen, 1)}
 
     def _save_phase(self, phase: str) -> PhaseRecord:
         """Write the phase's files into its own folder, then its manifest (the commit).
