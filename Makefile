@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install test lint format data demo clean
+.PHONY: install test lint format data demo reproduce clean
 
 # The README's main command (`run_rl.py demo`): on the real Fashion-MNIST from Debian's
 # dataset-fashion-mnist package, PPO agents on the main model shipped with the package against
@@ -43,6 +43,11 @@ data: | $(FASHION_MNIST)
 
 demo: $(STAMP) | $(FASHION_MNIST)
 	$(BIN)/python run_rl.py demo --out runs/demo
+
+# The thesis's Chapter 4, every experiment with a verdict (docs/reproduction.md; about an hour on
+# 2 CPU cores; add --quick for minutes). Table 4.1 reads the committed 3-seed table.
+reproduce: $(STAMP) | $(FASHION_MNIST)
+	$(BIN)/python run_rl.py reproduce all --table-dir docs/results/tradeoff --out runs/reproduction
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -25,10 +25,11 @@ numbers, ``<name>.png``, ``<name>.md`` with the claim, the measurement and a ver
 Everything is built from a few shared pieces, each trained once and reused: per seed one main
 model pre-trained with the settled recipe (``models/seed<s>.pt``: Fig. 4.4's Model 3, the start
 of the alternating runs, the frozen model of the agents), alternating runs per arm
-(``runs/<arm>/seed<s>``) and agents on the frozen model (``agents/seed<s>/<setting>``). Every
-piece is a file or an :class:`~agents.trainer.AlternatingTrainer` run directory, written
-atomically: a rerun skips what finished and resumes what did not. The settings of a results
-directory are saved in ``reproduce_config.json``; a rerun with other settings is refused.
+(``alternating/<arm>/seed<s>``) and agents on the frozen model (``agents/seed<s>/<setting>``).
+Every piece is a file or an :class:`~agents.trainer.AlternatingTrainer` run directory, written
+atomically: a rerun skips what finished (a run directory counts as finished once it has its
+``summary.json``) and resumes what did not. The settings of a results directory are saved in
+``reproduce_config.json``; a rerun with other settings is refused.
 """
 
 from __future__ import annotations
@@ -243,9 +244,9 @@ class Reproduction:
     }
 
     def alternating_run(self, arm: str, seed: int) -> tuple[Path, dict[str, Any]]:
-        """``runs/<arm>/seed<s>``: the thesis's alternating training from one :data:`ARMS`."""
+        """``alternating/<arm>/seed<s>``: the thesis's alternating training from one :data:`ARMS`."""
         changes = self.ARMS[arm](self.pretrained_model(seed))
-        run_dir = self.out / "runs" / arm / f"seed{seed}"
+        run_dir = self.out / "alternating" / arm / f"seed{seed}"
         return run_dir, self._run(run_dir, self.train_config(seed, **changes))
 
     def frozen_agent(
