@@ -26,6 +26,7 @@ from agents.trainer import ALGORITHMS, AlternatingTrainer
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
 from dynalay_env.core import PENALTIES
 from dynalay_env.data import SplitOverlapError
+from main_model import distributed
 from main_model.train import RECIPES, path_name
 
 DEFAULTS = TrainConfig()
@@ -477,8 +478,9 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: python run_rl.py --resume {run_dir}", file=sys.stderr)
         return 130
-    print(format_summary(summary))
-    print(json.dumps({k: v for k, v in summary.items() if k != "phases"}))
+    if distributed.is_main_process():  # under torchrun every rank has it; one prints it
+        print(format_summary(summary))
+        print(json.dumps({k: v for k, v in summary.items() if k != "phases"}))
     return 0
 
 

@@ -51,10 +51,12 @@ def test_every_experiment_runs_on_tiny_data_resumes_and_refuses_other_settings(
 
     # Fig. 4.2's curves: one test point per supervised epoch, for each arm and seed.
     fig42 = json.loads((out / "fig4.2" / "results.json").read_text())
-    for arm in ("pre-trained", "not pre-trained"):
+    rounds = {"pre-trained": [1], "not pre-trained": [1], "not pre-trained, equal budget": [1, 2]}
+    for arm, epochs in rounds.items():  # the equal-budget arm: one round per warm-up epoch more
         for seed in ("0", "1"):
             curve = fig42["curves"][arm][seed]
-            assert curve["epochs"] == [1] and 0.0 <= curve["accuracy"][0] <= 1.0
+            assert curve["epochs"] == epochs and all(0.0 <= a <= 1.0 for a in curve["accuracy"])
+    assert [fig42["final"][arm]["main_model_epochs"] for arm in rounds] == [2, 1, 2]
     # Introspection: episodes of up to max_steps decisions, both penalties.
     rows = json.loads((out / "introspection" / "results.json").read_text())["results"]
     assert len(rows) == 6
