@@ -21,7 +21,9 @@ class DynaLayEnv(gym.Env):
     ``reset(options={"index": i})`` starts on row ``i`` of the split instead of a drawn sample.
     ``step`` returns Python ``float``/``bool``; ``info`` is ``{}`` mid-episode and at the end
     holds ``prediction, label, correct, total_cost, flops, actions, iterations, episode_steps,
-    dataset_index`` (see :meth:`dynalay_env.core.DynaLayCore.episode_info`).
+    dataset_index`` (see :meth:`dynalay_env.core.DynaLayCore.episode_info`). On
+    ``DynaLay-WikiText2-v0`` ``prediction`` and ``label`` are the window's T tokens, ``correct``
+    is the share of them predicted right and ``nll`` and ``perplexity`` are added.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
