@@ -269,6 +269,9 @@ def evaluate_all(
         return result
 
     n_actions = base.n_actions
+    # One untimed wave first: the first policy's ms/sample would otherwise also pay the
+    # process's one-off costs (allocator, thread pools, lazy initialisation).
+    run_policy(make_core(base), static_policy(n_actions - 1), min(episodes, base.num_slots))
     statics = [
         run("static NOP (plain CNN)" if k == 0 else f"static loop-{k}", static_policy(k))
         for k in range(n_actions)
