@@ -36,6 +36,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -46,7 +47,12 @@ import torch
 import yaml
 from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import Logger, configure
+from stable_baselines3.common.logger import (
+    CSVOutputFormat,
+    HumanOutputFormat,
+    Logger,
+    make_output_format,
+)
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
@@ -89,6 +95,26 @@ from main_model.checkpoint import state_digest
 from main_model.train import get_recipe, train_epoch, training_forward
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
+
+
+class ContinuedCSVOutputFormat(CSVOutputFormat):
+    """SB3's CSV log, continued where a previous process left it instead of emptied: the
+    header's columns are read back, new rows go at the end (SB3 rewrites the file in place
+    when a new column appears, which works the same on a reopened file)."""
+
+    def __init__(self, filename: str) -> None:
+        path = Path(filename)
+        if not path.is_file() or path.stat().st_size == 0:
+            super().__init__(filename)
+            return
+        super().__init__(os.devnull)  # separator, quote character; no file of its own yet
+        self.file.close()
+        self.file = open(path, "r+")  # closed by the logger, as SB3's own
+        header = self.file.readline().rstrip("\n")
+        self.keys = header.split(self.separator) if header else []
+        self.file.seek(0, os.SEEK_END)
+
+
 log = logging.getLogger("dynalay")
 
 
@@ -244,12 +270,20 @@ class AlternatingTrainer:
         )
 
     def _tensorboard_logger(self) -> Logger:
-        """One SB3 logger per process (its CSV file is reopened, emptied, by each new one); one
-        that writes nothing on ranks other than 0."""
+        """One SB3 logger per process: TensorBoard events, ``tb/log.txt`` and ``tb/progress.csv``,
+        the last two continued (not emptied, as SB3's own formats would) when a resumed run
+        reopens them; one that writes nothing on ranks other than 0."""
         if self._sb3_logger is None and not distributed.is_main_process():
             self._sb3_logger = Logger(folder=None, output_formats=[])
         if self._sb3_logger is None:
-            self._sb3_logger = configure(str(self.run_dir / "tb"), ["tensorboard", "log", "csv"])
+            folder = self.run_dir / "tb"
+            folder.mkdir(parents=True, exist_ok=True)
+            formats = [
+                make_output_format("tensorboard", str(folder)),
+                HumanOutputFormat(open(folder / "log.txt", "a")),  # kept open by the logger
+                ContinuedCSVOutputFormat(str(folder / "progress.csv")),
+            ]
+            self._sb3_logger = Logger(folder=str(folder), output_formats=formats)
         return self._sb3_logger
 
     # ----- phases ---------------------------------------------------------------------------

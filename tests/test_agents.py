@@ -142,6 +142,40 @@ def test_interrupted_run_resumes_to_the_same_end_as_an_uninterrupted_one(
         assert summaries[0][key] == summaries[1][key], key
 
 
+def test_a_resumed_run_continues_the_csv_log_instead_of_emptying_it(
+    tiny_data, tmp_path, monkeypatch
+):
+    assert run_cli(tiny_data, tmp_path / "whole") == 0
+    whole = only_run_dir(tmp_path / "whole")
+
+    original = AlternatingTrainer._supervised_phase
+    calls = []
+
+    def stop_in_round_2(self, round_index):
+        calls.append(round_index)
+        if round_index == 2:  # round 1's RL and supervised phases and round 2's RL have logged
+            raise KeyboardInterrupt
+        original(self, round_index)
+
+    monkeypatch.setattr(AlternatingTrainer, "_supervised_phase", stop_in_round_2)
+    assert run_cli(tiny_data, tmp_path / "cut") == 130
+    cut = only_run_dir(tmp_path / "cut")
+    before = (cut / "tb" / "progress.csv").read_text().splitlines()
+    assert len(before) > 2 and calls == [1, 2]
+
+    monkeypatch.setattr(AlternatingTrainer, "_supervised_phase", original)
+    assert run_rl.main(["--resume", str(cut)]) == 0
+    lines = {d: (d / "tb" / "progress.csv").read_text().splitlines() for d in (cut, whole)}
+    # The rows written before the interruption are still there, first, under the same header
+    # (extended when a later phase logs a new column); then the resumed process's rows.
+    assert len(lines[cut]) == len(lines[whole])
+    assert sorted(lines[cut][0].split(",")) == sorted(lines[whole][0].split(","))
+    old_columns = before[0].split(",")
+    assert lines[cut][0].split(",")[: len(old_columns)] == old_columns
+    for old, kept in zip(before[1:], lines[cut][1 : len(before)], strict=True):
+        assert kept.startswith(old)
+
+
 @pytest.mark.parametrize(
     "flags, message",
     [
