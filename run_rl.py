@@ -285,7 +285,7 @@ def format_summary(summary: dict) -> str:
 
 
 def eval_main(argv: list[str]) -> int:
-    from agents.experiments import DEFAULT_TAUS, evaluate_run, final_checkpoints
+    from agents.experiments import DEFAULT_TAUS, TEXT_TAUS, evaluate_run, final_checkpoints
 
     parser = argparse.ArgumentParser(
         prog="run_rl.py eval",
@@ -296,7 +296,13 @@ def eval_main(argv: list[str]) -> int:
     )
     parser.add_argument("run_dir", help="a finished run directory")
     parser.add_argument("--eval-size", type=positive_int, default=None, help="test samples (all)")
-    parser.add_argument("--taus", type=float, nargs="+", default=list(DEFAULT_TAUS))
+    parser.add_argument(
+        "--taus",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}, text envs {list(TEXT_TAUS)})",
+    )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
@@ -315,7 +321,7 @@ def eval_main(argv: list[str]) -> int:
 
 
 def sweep_main(argv: list[str]) -> int:
-    from agents.experiments import DEFAULT_TAUS, beta_sweep
+    from agents.experiments import DEFAULT_TAUS, TEXT_TAUS, beta_sweep
 
     parser = build_parser()
     parser.prog = "run_rl.py sweep"
@@ -324,7 +330,13 @@ def sweep_main(argv: list[str]) -> int:
         "every baseline (Pareto curve, frequency and accuracy vs beta)."
     )
     parser.add_argument("--betas", type=non_negative_float, nargs="+", required=True)
-    parser.add_argument("--taus", type=float, nargs="+", default=list(DEFAULT_TAUS))
+    parser.add_argument(
+        "--taus",
+        type=float,
+        nargs="+",
+        default=None,
+        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}, text envs {list(TEXT_TAUS)})",
+    )
     args = parser.parse_args(argv)
     if args.env not in TRAINABLE_ENV_IDS:
         parser.error(f"unknown --env {args.env!r}; choose one of {TRAINABLE_ENV_IDS}")

@@ -27,11 +27,19 @@ from agents.report import (
     write_results,
 )
 from agents.trainer import ALGORITHMS, AlternatingTrainer, dataset_of
+from dynalay_env import TEXT_ENV_IDS
 from dynalay_env.data import load_splits
 from dynalay_env.models import resolve_device
 from main_model import load_main_model
 
 DEFAULT_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
+#: A language model's top next-token probability is rarely above 0.5: its thresholds sit lower.
+TEXT_TAUS = (0.05, 0.1, 0.15, 0.2, 0.3)
+
+
+def default_taus(env_id: str) -> tuple[float, ...]:
+    """The confidence thresholds the threshold baseline sweeps on ``env_id`` by default."""
+    return TEXT_TAUS if env_id in TEXT_ENV_IDS.values() else DEFAULT_TAUS
 
 
 def final_checkpoints(run_dir: Path) -> Path:
@@ -85,12 +93,16 @@ def load_agent_policy(run_dir: Path, algo: str, device):
 def evaluate_run(
     run_dir: Path,
     eval_size: int | None = None,
-    taus: Sequence[float] = DEFAULT_TAUS,
+    taus: Sequence[float] | None = None,
     device: str = "auto",
 ) -> list[PolicyResult]:
-    """Agent vs every baseline on the test split; writes results and plots into ``run_dir``."""
+    """Agent vs every baseline on the test split; writes results and plots into ``run_dir``.
+
+    ``taus``: the threshold baseline's confidence thresholds (default: :func:`default_taus`).
+    """
     run_dir = Path(run_dir)
     config = load_run_config(run_dir)
+    taus = default_taus(config.env) if taus is None else taus
     resolved = resolve_device(device)
     core, episodes, threshold_loop = _test_core(config, run_dir, resolved, eval_size)
     agent = {
@@ -115,7 +127,7 @@ def beta_sweep(
     betas: Sequence[float],
     sweep_dir: Path,
     eval_size: int | None = None,
-    taus: Sequence[float] = DEFAULT_TAUS,
+    taus: Sequence[float] | None = None,
 ) -> list[PolicyResult]:
     """Train one agent per beta on one shared, frozen, pre-trained main model; compare all.
 
@@ -144,6 +156,7 @@ def beta_sweep(
         f"agent beta={beta:g}": load_agent_policy(run_dirs[beta], base.algo, resolved)
         for beta in betas
     }
+    taus = default_taus(base.env) if taus is None else taus
     results = evaluate_all(core, agents, episodes, list(taus), threshold_loop, progress=_say)
     agent_results = [r for r in results if r.name.startswith("agent beta=")]
     for result, beta in zip(agent_results, betas, strict=True):

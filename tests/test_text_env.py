@@ -243,3 +243,12 @@ def test_pretrain_command_trains_a_text_model_with_its_vocabulary(tmp_path: Path
     splits = load_splits("WikiText2", root, holdout_size=6)
     model, _ = load_main_model(output)
     assert splits["train"].model_mismatch(model) is None  # same vocabulary, same shapes
+
+
+def test_the_threshold_baseline_defaults_to_thresholds_a_language_model_reaches():
+    from agents.experiments import DEFAULT_TAUS, TEXT_TAUS, default_taus
+
+    assert default_taus("DynaLay-WikiText2-v0") == TEXT_TAUS
+    assert default_taus("DynaLay-IMDB-v0") == TEXT_TAUS
+    assert default_taus("DynaLay-FashionMNIST-v0") == DEFAULT_TAUS
+    assert max(TEXT_TAUS) < min(DEFAULT_TAUS)
