@@ -301,7 +301,7 @@ def eval_main(argv: list[str]) -> int:
         type=float,
         nargs="+",
         default=None,
-        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}, text envs {list(TEXT_TAUS)})",
+        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}; WikiText-2 {list(TEXT_TAUS)})",
     )
     parser.add_argument("--device", default="auto")
     args = parser.parse_args(argv)
@@ -335,7 +335,7 @@ def sweep_main(argv: list[str]) -> int:
         type=float,
         nargs="+",
         default=None,
-        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}, text envs {list(TEXT_TAUS)})",
+        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}; WikiText-2 {list(TEXT_TAUS)})",
     )
     args = parser.parse_args(argv)
     if args.env not in TRAINABLE_ENV_IDS:

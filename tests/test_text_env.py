@@ -249,6 +249,6 @@ def test_the_threshold_baseline_defaults_to_thresholds_a_language_model_reaches(
     from agents.experiments import DEFAULT_TAUS, TEXT_TAUS, default_taus
 
     assert default_taus("DynaLay-WikiText2-v0") == TEXT_TAUS
-    assert default_taus("DynaLay-IMDB-v0") == TEXT_TAUS
+    assert default_taus("DynaLay-IMDB-v0") == DEFAULT_TAUS  # two classes: top p >= 0.5
     assert default_taus("DynaLay-FashionMNIST-v0") == DEFAULT_TAUS
     assert max(TEXT_TAUS) < min(DEFAULT_TAUS)
