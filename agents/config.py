@@ -47,7 +47,7 @@ class TrainConfig:
     learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
     widths: tuple[int, ...] = (64, 128, 256)  # thesis
     strides: tuple[int, ...] | None = None  # of the blocks' injection convs; None = 1, then 2s
-    holdout_size: int = 5000
+    holdout_size: int | None = None  # the agent's split; None: the dataset's default
     train_size: int | None = None
     eval_size: int | None = None  # test samples in the final summary (None = all)
     data_dir: str | None = None

@@ -46,17 +46,23 @@ from typing import Any
 import numpy as np
 import torch
 
-from agents.config import TrainConfig
+from agents.config import RunConfigMismatch, TrainConfig
 from agents.files import atomic_write, write_json_atomic
 from agents.report import plt, scalars_from_events
+from agents.tradeoff import TableConfig, TableConfigMismatch, run_table
 from agents.trainer import AlternatingTrainer, dataset_of
 from dynalay_env import ENV_IDS, DataNotFoundError
-from dynalay_env.data import get_spec, load_splits
+from dynalay_env.data import DEFAULT_IMAGE_HOLDOUT, SplitOverlapError, get_spec, load_splits
 from dynalay_env.models import config_for, iterate_batches, resolve_device, train_main_model
 from main_model import load_main_model, save_main_model
 from main_model.train import first_blocks_recipe, get_recipe, path_name, path_statistics
 
 CONFIG_FILE = "reproduce_config.json"
+
+
+class ReproductionError(ValueError):
+    """A reproduction that cannot run as asked (other settings in its directory, a table
+    without the rows an experiment reads); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -85,7 +91,7 @@ class ReproduceConfig:
     track_test: int = 2000  # test images behind Fig. 4.2's per-epoch curves
     batch_size: int = 64  # thesis
     learning_rate: float = 1e-2
-    holdout_size: int = 5000
+    holdout_size: int = DEFAULT_IMAGE_HOLDOUT
     data_seed: int = 0
     eval_size: int | None = None  # test images of every final number (None: all 10,000)
     data_dir: str | None = None
@@ -145,7 +151,7 @@ class Reproduction:
             changed.pop("out", None)
             if changed:
                 listed = "; ".join(f"{k}: {a!r} there, {b!r} now" for k, (a, b) in changed.items())
-                raise ValueError(
+                raise ReproductionError(
                     f"{self.out} holds a reproduction made with other settings ({listed}); "
                     "rerun with those settings to resume, or choose another --out"
                 )
@@ -321,8 +327,6 @@ def _verdict(held: int, total: int) -> str:
 # ----- the experiments ----------------------------------------------------------------------------
 def table_4_1(rep: Reproduction) -> dict[str, Any]:
     """Table 4.1 from separately trained baselines (``run_rl.py table``)."""
-    from agents.tradeoff import TableConfig, run_table
-
     config = rep.config
     table_dir = Path(config.table_dir or rep.out / "table4.1" / "table")
     table_file = table_dir / "tradeoff.json"
@@ -353,6 +357,14 @@ def table_4_1(rep: Reproduction) -> dict[str, Any]:
     table = json.loads(table_file.read_text())
     rows = table["rows"]
     agents = {k: v for k, v in rows.items() if k.startswith("DynaLay agent")}
+    missing = [row for row in ("plain", "deq", "DynaLay static NOP (plain CNN)") if row not in rows]
+    if missing or not agents:
+        missing += [] if agents else ["a DynaLay agent"]
+        raise ReproductionError(
+            f"{table_file} has no row for {', '.join(missing)}: Table 4.1 compares the plain "
+            "CNN, the DEQ and DynaLay's agent; make the table with `run_rl.py table --models "
+            "plain deq --betas 0.3 ...`, or leave --table-dir out to train one"
+        )
     # The thesis's DynaLay column is the agent at its beta (0.3); else the table's closest.
     thesis_beta = min(agents, key=lambda k: abs(float(k.split("=")[-1]) - 0.3))
 
@@ -988,7 +1000,7 @@ def reproduce_main(argv: list[str]) -> int:
     )
     try:
         results = reproduce(config, names)
-    except ValueError as error:
+    except (ReproductionError, TableConfigMismatch, RunConfigMismatch, SplitOverlapError) as error:
         parser.error(str(error))
     except DataNotFoundError as error:
         print(f"run_rl.py: {error}", file=sys.stderr)

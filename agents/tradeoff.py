@@ -52,7 +52,7 @@ from agents.experiments import DEFAULT_TAUS, load_agent_policy
 from agents.files import atomic_write, write_json_atomic
 from agents.report import plt
 from agents.trainer import AlternatingTrainer, dataset_of
-from dynalay_env.data import get_spec, load_splits
+from dynalay_env.data import DEFAULT_IMAGE_HOLDOUT, get_spec, load_splits
 from dynalay_env.models import (
     SHIPPED_DIR,
     config_for,
@@ -95,7 +95,7 @@ class TableConfig:
     betas: tuple[float, ...] = (0.03, 0.1, 0.3, 1.0)
     total_timesteps: int = 50000
     num_envs: int = 64
-    holdout_size: int = 5000
+    holdout_size: int = DEFAULT_IMAGE_HOLDOUT
     data_seed: int = 0
     eval_size: int | None = None
     taus: tuple[float, ...] = DEFAULT_TAUS

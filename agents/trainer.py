@@ -92,7 +92,7 @@ from main_model import (
     save_main_model,
 )
 from main_model.checkpoint import state_digest
-from main_model.train import get_recipe, train_epoch, training_forward
+from main_model.train import get_recipe, per_sample, train_epoch, training_forward
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
 
@@ -524,8 +524,11 @@ class AlternatingTrainer:
             chosen, _ = self.agent.predict(self.normalized(observations), deterministic=True)
             actions = torch.as_tensor(chosen, device=images.device).long()
             logits = self.model.step(straight.state, actions).state.logits
-            correct += float((logits.argmax(dim=1) == labels).sum())
-            loss += float(torch.nn.functional.cross_entropy(logits, labels, reduction="sum"))
+            # Per sample: right or wrong, or a language model's share of positions right (and
+            # its mean token loss), as the env's reward and the training statistics count them.
+            correct += float(per_sample(logits.argmax(dim=1) == labels).sum())
+            losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+            loss += float(per_sample(losses).sum())
             seen += len(labels)
             if seen >= size:
                 break

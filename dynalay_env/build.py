@@ -12,7 +12,6 @@ from dynalay_env.text import TextSpec
 from main_model import DynaLayNet
 
 #: Images of the training set kept unseen by the main model, for the agent (default).
-DEFAULT_IMAGE_HOLDOUT = 5000
 
 
 def build_core(
@@ -85,8 +84,6 @@ def build_core(
         text_options = {"seq_len": seq_len, "max_vocab": max_vocab}
     elif seq_len is not None or max_vocab is not None:
         raise ValueError(f"seq_len and max_vocab apply to text datasets, not {spec.name}")
-    elif holdout_size is None:
-        holdout_size = DEFAULT_IMAGE_HOLDOUT
     if splits is None:
         splits = load_splits(spec.name, data_dir, holdout_size, data_seed, download, **text_options)
     if split not in splits:

@@ -50,6 +50,7 @@ from main_model.network import SOLVERS
 # The agent's view of a state and the decision bookkeeping live in main_model, so the deployable
 # classifier (main_model.adaptive) replays episodes with the very same code; re-exported here.
 from main_model.observation import RESIDUAL_CLIP, decide, first_observation, observation_tensor
+from main_model.train import per_sample
 
 #: Readings of the reward's last factor (see :class:`DynaLayCore`'s ``penalty``).
 PENALTIES = ("consecutive", "layer")
@@ -62,8 +63,7 @@ def answer_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     position (logits (B, K, T), labels (B, T), a language model): float64, the share of the T
     positions whose next token is predicted right.
     """
-    hits = logits.argmax(dim=1) == labels
-    return hits if hits.dim() == 1 else hits.double().mean(dim=1)
+    return per_sample(logits.argmax(dim=1) == labels)
 
 
 @dataclass

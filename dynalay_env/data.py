@@ -304,10 +304,15 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None, download: bool
     )
 
 
+#: Training images kept unseen for the agent when no holdout size is given (a text dataset's
+#: default is its ``TextSpec.holdout_size``).
+DEFAULT_IMAGE_HOLDOUT = 5000
+
+
 def load_splits(
     name: str,
     data_dir: str | os.PathLike | None = None,
-    holdout_size: int = 5000,
+    holdout_size: int | None = None,
     seed: int = 0,
     download: bool = False,
     train_size: int | None = None,
@@ -317,9 +322,10 @@ def load_splits(
 
     The holdout is ``holdout_size`` training samples chosen by a permutation seeded with
     ``seed``; ``train_size`` keeps that many of the rest, chosen by another permutation with the
-    same seed. The same arguments always give the same split. Text datasets are read by
-    :func:`dynalay_env.text.load_text_splits` (``text_options``: its ``seq_len`` and
-    ``max_vocab``; ``holdout_size=None`` there means the dataset's default).
+    same seed. The same arguments always give the same split. ``holdout_size=None``: the
+    dataset's default (:data:`DEFAULT_IMAGE_HOLDOUT` images, or the text dataset's own). Text
+    datasets are read by :func:`dynalay_env.text.load_text_splits` (``text_options``: its
+    ``seq_len`` and ``max_vocab``).
     """
     spec = get_spec(name)
     if not isinstance(spec, DatasetSpec):
@@ -328,6 +334,7 @@ def load_splits(
         return load_text_splits(
             spec.name, data_dir, holdout_size, seed, download, train_size, **text_options
         )
+    holdout_size = DEFAULT_IMAGE_HOLDOUT if holdout_size is None else holdout_size
     train_set, test_set, _ = locate(spec, data_dir, download)
     train_images, train_labels = _to_tensors(train_set)
     test_images, test_labels = _to_tensors(test_set)

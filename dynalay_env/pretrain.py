@@ -20,8 +20,7 @@ import time
 
 import torch
 
-from dynalay_env.build import DEFAULT_IMAGE_HOLDOUT
-from dynalay_env.data import DATASETS, DataNotFoundError, load_splits
+from dynalay_env.data import DATASETS, DEFAULT_IMAGE_HOLDOUT, DataNotFoundError, load_splits
 from dynalay_env.models import (
     DEFAULT_TEXT_WIDTHS,
     DEFAULT_WIDTHS,
@@ -77,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="auto")
     parser.add_argument("--output", default=None, help="default: the cache the envs read")
     args = parser.parse_args(argv)
+    text = args.dataset in TEXT_DATASETS
     try:
-        text = args.dataset in TEXT_DATASETS
         splits = load_splits(
             args.dataset,
             args.data_dir,
-            args.holdout_size if args.holdout_size is not None or text else DEFAULT_IMAGE_HOLDOUT,
+            args.holdout_size,  # None: the dataset's default
             args.data_seed,
             args.download,
             train_size=args.train_size,

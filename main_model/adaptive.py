@@ -217,6 +217,15 @@ class AdaptiveClassifier(nn.Module):
         self.metadata = dict(metadata or {})
 
     @torch.no_grad()
+    def train(self, mode: bool = True) -> AdaptiveClassifier:
+        """Inference only: the main model and the policy stay in eval mode whatever ``mode``
+        (a parent's ``.train()`` must not switch BatchNorm to batch statistics and let it
+        update its running statistics while classifying)."""
+        super().train(mode)
+        self.model.eval()
+        self.policy.eval()
+        return self
+
     def forward(self, images: Tensor) -> AdaptiveOutput:
         """Classify (B, C, H, W) normalised float images (as the dataset splits give them).
 

@@ -91,6 +91,12 @@ class DynaLaySeqConfig:
             problems.append("vocab_size must be >= 2, seq_len and embed_dim >= 1")
         if self.num_classes < 2:
             problems.append(f"num_classes must be >= 2, got {self.num_classes}")
+        if self.task == "lm" and self.vocab_size < TOP_PROBABILITIES:
+            problems.append(
+                f"a language model's vocabulary needs >= {TOP_PROBABILITIES} tokens (the agent "
+                f"sees the {TOP_PROBABILITIES} largest next-token probabilities), got "
+                f"{self.vocab_size}"
+            )
         if self.kernel_size < 1:
             problems.append(f"kernel_size must be >= 1, got {self.kernel_size}")
         if not 0.0 < self.contraction < 1.0:

@@ -88,6 +88,10 @@ def test_classifier_answers_acts_and_spends_as_the_env_evaluation(runs, algo, ma
     # The answer is the very state the env ended in, bit for bit, not just the same class.
     assert torch.equal(output.logits, logits)
     assert torch.equal(classifier(images).logits, output.logits)  # deterministic
+    # A parent's .train() leaves it in eval mode: no batch statistics, no running-stat update.
+    running = [b.clone() for b in classifier.model.buffers()]
+    assert torch.equal(classifier.train()(images).logits, output.logits)
+    assert all(torch.equal(a, b) for a, b in zip(running, classifier.model.buffers(), strict=True))
 
 
 def test_second_decisions_are_taken_only_after_loops(runs):

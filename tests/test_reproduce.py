@@ -159,6 +159,19 @@ def test_table_4_1_reads_a_table_directory_and_says_what_holds(tmp_path):
     assert "**partly reproduced**" in (tmp_path / "rep/table4.1/table4.1.md").read_text()
 
 
+def test_table_4_1_on_a_table_without_the_deq_says_how_to_make_one(tmp_path, capsys):
+    table = tmp_path / "table"
+    table.mkdir()
+    rows = {"plain": {}, "DynaLay static NOP (plain CNN)": {}, "DynaLay agent beta=0.3": {}}
+    (table / "tradeoff.json").write_text(json.dumps({"config": {}, "rows": rows}))
+    argv = ["reproduce", "table4.1", "--table-dir", str(table), "--out", str(tmp_path / "rep")]
+    with pytest.raises(SystemExit) as exit_info:
+        run_rl.main(argv)
+    assert exit_info.value.code == 2
+    error = capsys.readouterr().err
+    assert "has no row for deq" in error and "--models plain deq" in error
+
+
 def test_phase_order_with_and_without_agent_pretraining():
     with_agent = TrainConfig(rounds=2)
     assert with_agent.phases() == [

@@ -200,9 +200,9 @@ def test_mixed_action_batch_equals_each_sample_alone(config):
 
 
 def test_flops_equal_a_hand_count_on_a_tiny_network():
-    # Vocabulary 7, T = 5, embedding 3, layers of 2 and 4 hidden units, kernel 3, LM head.
+    # Vocabulary 9, T = 5, embedding 3, layers of 2 and 4 hidden units, kernel 3, LM head.
     config = DynaLaySeqConfig(
-        vocab_size=7, seq_len=5, embed_dim=3, widths=(2, 4), max_iter=7, tol=1e-4
+        vocab_size=9, seq_len=5, embed_dim=3, widths=(2, 4), max_iter=7, tol=1e-4
     )
     net = make_net(config)
     # LSTM step: 4 gates of H units, 2 FLOPs per MAC over (I + H) inputs, 2 biases per gate unit.
@@ -210,12 +210,12 @@ def test_flops_equal_a_hand_count_on_a_tiny_network():
     lstm_2 = 5 * (2 * (4 * 4) * (2 + 4) + 2 * (4 * 4))  # 5 * (192 + 32) = 1120
     iterate_1 = 2 * (2 * 3) * 2 * 5  # 120: 2 FLOPs per MAC, 2*3 MACs per output, 2*5 outputs
     iterate_2 = 2 * (4 * 3) * 4 * 5  # 480
-    head = 5 * (2 * 4 * 7 + 7)  # 315: a linear layer with bias at each of the 5 positions
+    head = 5 * (2 * 4 * 9 + 9)  # 405: a linear layer with bias at each of the 5 positions
     tokens = tokens_for(config, 3)
     with torch.no_grad():
         straight = net.straight(tokens)
         step = net.step(straight.state, torch.tensor([0, 1, 2]))
-    assert straight.flops.tolist() == [lstm_1 + lstm_2 + head] * 3 == [1915] * 3
+    assert straight.flops.tolist() == [lstm_1 + lstm_2 + head] * 3 == [2005] * 3
     its = step.iterations.tolist()
     assert step.flops.tolist() == [
         0,
@@ -240,6 +240,8 @@ def test_observation_parts_have_the_declared_widths():
 
 
 def test_bad_inputs_and_configs_give_clear_errors():
+    with pytest.raises(ValueError, match="vocabulary needs >= 8 tokens"):
+        DynaLaySeqConfig(vocab_size=5, seq_len=4)  # the observation shows 8 probabilities
     net = make_net()
     with pytest.raises(ValueError, match=r"inputs must be \(B, 6\) int64 token ids"):
         net.straight(torch.zeros(2, 7, dtype=torch.long))
