@@ -49,7 +49,13 @@ from main_model.network import SOLVERS
 
 # The agent's view of a state and the decision bookkeeping live in main_model, so the deployable
 # classifier (main_model.adaptive) replays episodes with the very same code; re-exported here.
-from main_model.observation import RESIDUAL_CLIP, decide, first_observation, observation_tensor
+from main_model.observation import (
+    RESIDUAL_CLIP,
+    decide,
+    first_observation,
+    observation_layout,
+    observation_tensor,
+)
 from main_model.train import per_sample
 
 #: Readings of the reward's last factor (see :class:`DynaLayCore`'s ``penalty``).
@@ -147,27 +153,12 @@ class DynaLayCore:
         self.n_actions = model.n_actions
         self.max_step_flops = float(model.max_step_flops())
         self.cursor = 0
-        self.observation_layout = self._layout()
+        self.observation_layout = observation_layout(self.model)
         self.observation_size = self.observation_layout["step_index"].stop
         self.single_observation_space = self._observation_space()
         self.state: NetState | None = None
 
     # ----- observation -------------------------------------------------------------------------
-    def _layout(self) -> dict[str, slice]:
-        sizes = {
-            "pooled_activations": sum(self.model.config.widths),
-            "class_probabilities": self.model.probability_features,
-            "residuals": self.n_blocks,
-            "previous_action": self.n_actions,
-            "consecutive_count": 1,
-            "step_index": 1,
-        }
-        layout, start = {}, 0
-        for name, size in sizes.items():
-            layout[name] = slice(start, start + size)
-            start += size
-        return layout
-
     def _observation_space(self) -> spaces.Box:
         low = np.zeros(self.observation_size, dtype=np.float32)
         high = np.full(self.observation_size, np.inf, dtype=np.float32)

@@ -42,7 +42,7 @@ from main_model.checkpoint import (
     main_model_payload,
 )
 from main_model.network import DynaLayNet
-from main_model.observation import decide, observation_tensor
+from main_model.observation import decide, observation_layout, observation_tensor
 
 FORMAT_NAME = "dynalay-adaptive-classifier"
 FORMAT_VERSION = 1
@@ -186,7 +186,7 @@ class AdaptiveClassifier(nn.Module):
         self.normalizer = normalizer
         self.max_steps = int(max_steps)
         config = model.config
-        observation_size = sum(config.widths) + model.probability_features + 2 * model.n_blocks + 3
+        observation_size = observation_layout(model)["step_index"].stop
         problems = []
         if policy.in_features != observation_size:
             problems.append(

@@ -13,10 +13,28 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from main_model.network import NetState
+from main_model.network import FPINetwork, NetState
 
 #: FPI residuals are clipped to [0, RESIDUAL_CLIP] in the observation (``inf`` = diverged).
 RESIDUAL_CLIP = 10.0
+
+
+def observation_layout(model: FPINetwork) -> dict[str, slice]:
+    """Where each part of an observation of ``model``'s state lies in the (D,) vector, in the
+    order :func:`observation_tensor` writes them; D = the last slice's stop."""
+    sizes = {
+        "pooled_activations": sum(model.config.widths),
+        "class_probabilities": model.probability_features,
+        "residuals": model.n_blocks,
+        "previous_action": model.n_actions,
+        "consecutive_count": 1,
+        "step_index": 1,
+    }
+    layout, start = {}, 0
+    for name, size in sizes.items():
+        layout[name] = slice(start, start + size)
+        start += size
+    return layout
 
 
 def observation_tensor(
