@@ -338,14 +338,31 @@ def load_splits(
     train_set, test_set, _ = locate(spec, data_dir, download)
     train_images, train_labels = _to_tensors(train_set)
     test_images, test_labels = _to_tensors(test_set)
-    splits = split_training_set(
-        spec, train_images, train_labels, test_images, test_labels, holdout_size, seed
+    return split_training_set(
+        spec, train_images, train_labels, test_images, test_labels, holdout_size, seed, train_size
     )
-    train = splits["train"]
-    if train_size is not None and train_size < len(train):
-        rows = torch.randperm(len(train), generator=torch.Generator().manual_seed(seed))
-        splits["train"] = train.subset(rows[:train_size])
-    return splits
+
+
+def carve_rows(
+    n: int, holdout_size: int, seed: int, train_size: int | None = None, what: str = "the data"
+) -> tuple[Tensor, Tensor]:
+    """(holdout rows, train rows) of a training set of ``n`` samples, for images and text alike.
+
+    The holdout is ``holdout_size`` rows of a permutation seeded with ``seed`` (sorted); the
+    train rows are the rest (sorted), or ``train_size`` of them chosen by another permutation
+    with the same seed. ``what`` names the data in the error for a bad ``holdout_size``.
+    """
+    if not 0 < holdout_size < n:
+        raise ValueError(f"holdout_size must be in [1, {n - 1}] for {what}, got {holdout_size}")
+    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
+    holdout_rows, train_rows = (
+        order[:holdout_size].sort().values,
+        order[holdout_size:].sort().values,
+    )
+    if train_size is not None and train_size < len(train_rows):
+        keep = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed))
+        train_rows = train_rows[keep[:train_size]]
+    return holdout_rows, train_rows
 
 
 def split_training_set(
@@ -356,17 +373,12 @@ def split_training_set(
     test_labels: Tensor,
     holdout_size: int,
     seed: int = 0,
+    train_size: int | None = None,
 ) -> dict[str, ImageSplit]:
-    """Carve a seeded ``holdout`` out of the training set; see :func:`load_splits`."""
-    n_train = train_images.shape[0]
-    if not 0 < holdout_size < n_train:
-        raise ValueError(
-            f"holdout_size must be in [1, {n_train - 1}] for {spec.name}, got {holdout_size}"
-        )
-    order = torch.randperm(n_train, generator=torch.Generator().manual_seed(seed))
-    holdout_rows, train_rows = (
-        order[:holdout_size].sort().values,
-        order[holdout_size:].sort().values,
+    """Carve a seeded ``holdout`` out of the training set (:func:`carve_rows`); see
+    :func:`load_splits`."""
+    holdout_rows, train_rows = carve_rows(
+        train_images.shape[0], holdout_size, seed, train_size, spec.name
     )
     test_indices = torch.arange(test_images.shape[0])
     return {

@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynalay_env.data import DataNotFoundError, cache_dir
+from dynalay_env.data import DataNotFoundError, cache_dir, carve_rows
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
@@ -342,19 +342,8 @@ def _carve_holdout(
     """A seeded ``holdout`` out of the training sequences, the rest (or ``train_size`` of it,
     by another permutation with the same seed) for training; as the image datasets do."""
     n = len(train)
-    if not 0 < holdout_size < n:
-        raise ValueError(
-            f"holdout_size must be in [1, {n - 1}] for {train.spec.name} ({n} training "
-            f"sequences of {train.seq_len} tokens), got {holdout_size}"
-        )
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    holdout_rows, train_rows = (
-        order[:holdout_size].sort().values,
-        order[holdout_size:].sort().values,
-    )
-    if train_size is not None and train_size < len(train_rows):
-        keep = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed))
-        train_rows = train_rows[keep[:train_size]]
+    what = f"{train.spec.name} ({n} training sequences of {train.seq_len} tokens)"
+    holdout_rows, train_rows = carve_rows(n, holdout_size, seed, train_size, what)
     return train.subset(train_rows), train.subset(holdout_rows)
 
 
