@@ -64,7 +64,8 @@ def write_results(
     return md, js
 
 
-def _save(fig, path: Path) -> Path:
+def save_figure(fig, path: Path) -> Path:
+    """Write ``fig`` to ``path`` as a PNG, atomically, and close it."""
     atomic_write(path, lambda p: fig.savefig(p, dpi=120, bbox_inches="tight", format="png"))
     plt.close(fig)
     return path
@@ -83,7 +84,7 @@ def plot_action_frequencies(results: Sequence[PolicyResult], path: Path) -> Path
     ax.set_ylabel("share of decisions (%)")
     ax.set_title("Action selection frequency on the test split")
     ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_reward_curve(curves: dict[str, tuple[list[int], list[float]]], path: Path) -> Path:
@@ -96,7 +97,7 @@ def plot_reward_curve(curves: dict[str, tuple[list[int], list[float]]], path: Pa
     ax.set_title("Agent reward during RL training (rollout/ep_rew_mean)")
     if curves:
         ax.legend()
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
@@ -131,7 +132,7 @@ def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
     ax.set_title("Accuracy vs compute (up and left is better)")
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def plot_beta_sweep(betas: Sequence[float], agents: Sequence[PolicyResult], path: Path) -> Path:
@@ -150,7 +151,7 @@ def plot_beta_sweep(betas: Sequence[float], agents: Sequence[PolicyResult], path
     right.set_xlabel("beta (compute penalty weight)")
     right.set_ylabel("test accuracy (%)")
     right.set_title("Agent accuracy vs beta")
-    return _save(fig, path)
+    return save_figure(fig, path)
 
 
 def scalars_from_events(tb_dir: Path, tag: str) -> tuple[list[int], list[float]]:

@@ -48,7 +48,7 @@ import torch
 
 from agents.config import RunConfigMismatch, TrainConfig
 from agents.files import atomic_write, write_json_atomic
-from agents.report import plt, scalars_from_events
+from agents.report import plt, save_figure, scalars_from_events
 from agents.tradeoff import TableConfig, TableConfigMismatch, run_table
 from agents.trainer import AlternatingTrainer, dataset_of
 from dynalay_env import ENV_IDS, DataNotFoundError
@@ -122,12 +122,6 @@ def _say(message: str) -> None:
 
 def _write_text(path: Path, text: str) -> Path:
     return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
-
-
-def _save_figure(fig, path: Path) -> Path:
-    atomic_write(path, lambda tmp: fig.savefig(tmp, dpi=120, bbox_inches="tight", format="png"))
-    plt.close(fig)
-    return path
 
 
 class Reproduction:
@@ -312,7 +306,7 @@ def _finish(
     folder.mkdir(parents=True, exist_ok=True)
     payload = json.loads(json.dumps(payload, default=_json_scalar))
     write_json_atomic(payload, folder / "results.json")
-    _save_figure(fig, folder / f"{name}.png")
+    save_figure(fig, folder / f"{name}.png")
     _write_text(folder / f"{name}.md", "\n".join(markdown) + "\n")
     _say(f"{name}: wrote {folder}/ ({name}.md, {name}.png, results.json)")
     return payload
