@@ -490,13 +490,15 @@ def main(argv: list[str] | None = None) -> int:
     try:
         trainer = AlternatingTrainer(config, run_dir)
         summary = trainer.run()
+        prints = distributed.is_main_process()  # under torchrun every rank has the summary
+        distributed.shutdown()  # and leaves the group with the others
     except (DataNotFoundError, SplitOverlapError, RunConfigMismatch) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: python run_rl.py --resume {run_dir}", file=sys.stderr)
         return 130
-    if distributed.is_main_process():  # under torchrun every rank has it; one prints it
+    if prints:
         print(format_summary(summary))
         print(json.dumps({k: v for k, v in summary.items() if k != "phases"}))
     return 0

@@ -129,6 +129,19 @@ def init_from_env(device: torch.device | str = "cpu") -> torch.device:
     return device
 
 
+def shutdown() -> None:
+    """Leave the process group at the end of a run, on every rank: wait for the others, then
+    destroy the groups, so that no process exits while its gloo/NCCL threads still serve a
+    group (rank 0, done first, was aborted at exit: "terminate called without an active
+    exception"). No-op without a process group."""
+    global _control_group, _stats_group
+    if not _active():
+        return
+    barrier()
+    dist.destroy_process_group()  # every group, the default one included
+    _control_group = _stats_group = None
+
+
 def barrier() -> None:
     """Wait until every rank gets here (no-op in a single process)."""
     if is_distributed():
