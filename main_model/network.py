@@ -25,8 +25,48 @@ SOLVERS = ("fpi", "anderson", "broyden")
 TOP_PROBABILITIES = 8
 
 
+class FPIConfig:
+    """What the configs of every FPI network share (a frozen dataclass subclasses it): the
+    checks of the widths and the loops' settings, the block count and the dict round trip."""
+
+    widths: tuple[int, ...]
+    contraction: float
+    tol: float
+    max_iter: int
+    backward_tol: float
+    backward_max_iter: int
+
+    def _fpi_problems(self) -> list[str]:
+        """What is wrong with the widths and the loop settings (empty when nothing)."""
+        problems = []
+        if not self.widths or min(self.widths) < 1:
+            problems.append(f"widths must be a non-empty list of positive ints, got {self.widths}")
+        if not 0.0 < self.contraction < 1.0:
+            problems.append(f"contraction must be in (0, 1), got {self.contraction}")
+        if self.max_iter < 1 or self.backward_max_iter < 1:
+            problems.append("max_iter and backward_max_iter must be >= 1")
+        if self.tol <= 0 or self.backward_tol <= 0:
+            problems.append("tol and backward_tol must be > 0")
+        return problems
+
+    @property
+    def n_blocks(self) -> int:
+        return len(self.widths)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, values: dict) -> Any:
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(values) - known)
+        if unknown:
+            raise ValueError(f"unknown {cls.__name__} fields {unknown}")
+        return cls(**values)
+
+
 @dataclass(frozen=True)
-class DynaLayConfig:
+class DynaLayConfig(FPIConfig):
     """Everything needed to rebuild a :class:`DynaLayNet` (saved in every checkpoint).
 
     Attributes:
@@ -68,13 +108,9 @@ class DynaLayConfig:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         strides = self.strides or (1,) + (2,) * (len(self.widths) - 1)
         object.__setattr__(self, "strides", tuple(int(s) for s in strides))
-        problems = []
-        if not self.widths or min(self.widths) < 1:
-            problems.append(f"widths must be a non-empty list of positive ints, got {self.widths}")
+        problems = self._fpi_problems()
         if len(self.strides) != len(self.widths):
             problems.append(f"strides {self.strides} must have one entry per width {self.widths}")
-        if not 0.0 < self.contraction < 1.0:
-            problems.append(f"contraction must be in (0, 1), got {self.contraction}")
         if self.norm not in NORMS:
             problems.append(f"norm must be one of {NORMS}, got {self.norm!r}")
         if self.spectral_norm not in SPECTRAL_NORMS:
@@ -83,29 +119,10 @@ class DynaLayConfig:
             )
         if self.norm_groups < 1:
             problems.append(f"norm_groups must be >= 1, got {self.norm_groups}")
-        if self.max_iter < 1 or self.backward_max_iter < 1:
-            problems.append("max_iter and backward_max_iter must be >= 1")
-        if self.tol <= 0 or self.backward_tol <= 0:
-            problems.append("tol and backward_tol must be > 0")
         if self.in_channels < 1 or self.image_size < 1 or self.num_classes < 2:
             problems.append("in_channels, image_size must be >= 1 and num_classes >= 2")
         if problems:
             raise ValueError("invalid DynaLayConfig: " + "; ".join(problems))
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.widths)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DynaLayConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DynaLayConfig fields {unknown}")
-        return cls(**values)
 
 
 @dataclass

@@ -28,7 +28,7 @@ the class axis second as :func:`torch.nn.functional.cross_entropy` takes it) and
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, fields
+from dataclasses import dataclass
 from typing import Any
 
 import torch.nn.functional as F
@@ -36,14 +36,14 @@ from torch import Tensor, nn
 
 from main_model.cost import conv1d_flops, linear_flops, lstm_flops
 from main_model.fpi import ContractiveConv, FixedPointLayer
-from main_model.network import TOP_PROBABILITIES, FPINetwork
+from main_model.network import TOP_PROBABILITIES, FPIConfig, FPINetwork
 
 #: What a sequence network predicts (see the module docstring).
 TASKS = ("lm", "classify")
 
 
 @dataclass(frozen=True)
-class DynaLaySeqConfig:
+class DynaLaySeqConfig(FPIConfig):
     """Everything needed to rebuild a :class:`DynaLaySeqNet` (saved in every checkpoint).
 
     Attributes:
@@ -82,11 +82,9 @@ class DynaLaySeqConfig:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
         if self.task == "lm":
             object.__setattr__(self, "num_classes", int(self.vocab_size))
-        problems = []
+        problems = self._fpi_problems()
         if self.task not in TASKS:
             problems.append(f"task must be one of {TASKS}, got {self.task!r}")
-        if not self.widths or min(self.widths) < 1:
-            problems.append(f"widths must be a non-empty list of positive ints, got {self.widths}")
         if self.vocab_size < 2 or self.seq_len < 1 or self.embed_dim < 1:
             problems.append("vocab_size must be >= 2, seq_len and embed_dim >= 1")
         if self.num_classes < 2:
@@ -99,29 +97,8 @@ class DynaLaySeqConfig:
             )
         if self.kernel_size < 1:
             problems.append(f"kernel_size must be >= 1, got {self.kernel_size}")
-        if not 0.0 < self.contraction < 1.0:
-            problems.append(f"contraction must be in (0, 1), got {self.contraction}")
-        if self.max_iter < 1 or self.backward_max_iter < 1:
-            problems.append("max_iter and backward_max_iter must be >= 1")
-        if self.tol <= 0 or self.backward_tol <= 0:
-            problems.append("tol and backward_tol must be > 0")
         if problems:
             raise ValueError("invalid DynaLaySeqConfig: " + "; ".join(problems))
-
-    @property
-    def n_blocks(self) -> int:
-        return len(self.widths)
-
-    def to_dict(self) -> dict:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, values: dict) -> DynaLaySeqConfig:
-        known = {f.name for f in fields(cls)}
-        unknown = sorted(set(values) - known)
-        if unknown:
-            raise ValueError(f"unknown DynaLaySeqConfig fields {unknown}")
-        return cls(**values)
 
 
 class LSTMFPIBlock(FixedPointLayer):
