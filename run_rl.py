@@ -6,6 +6,7 @@
     python run_rl.py sweep --betas 0.03 0.1 0.3 1 [training flags]   # Pareto over beta
     python run_rl.py table --seeds 0 1 2 [budget flags]   # vs separately trained baselines
     python run_rl.py demo                    # `make demo`: the shipped model's agents vs a plain CNN
+    python run_rl.py reproduce all [--quick]  # the thesis's Chapter 4, each claim with a verdict
     python run_rl.py export RUN_DIR --output dynalay.pt   # main model + agent in one file
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...] [--json]   # classify image files
 
@@ -16,9 +17,11 @@ summary. Bad flags exit with code 2 and a message that says what to change.
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from agents.config import HYPERPARAMS_FILE, RunConfigMismatch, TrainConfig, load_run_config
@@ -61,9 +64,11 @@ def build_parser() -> argparse.ArgumentParser:
         description="Train a DynaLay agent: pre-train the main model, then alternate RL "
         "(Stable-Baselines3 on the batched env) and supervised phases.",
         epilog="Sub-commands: 'run_rl.py eval RUN_DIR' (agent vs baselines on the test split), "
-        "'run_rl.py sweep --betas B [B ...] [flags above]' (one agent per beta, Pareto plots) and "
-        "'run_rl.py table' (DynaLay vs separately trained baselines over seeds); each has its "
-        "own --help.",
+        "'run_rl.py sweep --betas B [B ...] [flags above]' (one agent per beta, Pareto plots), "
+        "'run_rl.py table' (DynaLay vs separately trained baselines over seeds), 'run_rl.py "
+        "demo', 'run_rl.py reproduce EXPERIMENT|all' (the thesis's Chapter 4 with verdicts), "
+        "'run_rl.py export RUN_DIR --output F' and 'run_rl.py predict F IMAGE...' (the "
+        "deployable classifier); each has its own --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -464,28 +469,27 @@ def demo_main(argv: list[str]) -> int:
     return 0
 
 
+def _imported(module: str, name: str) -> Callable[[list[str]], int]:
+    """A sub-command whose module is imported only when it runs."""
+    return lambda argv: getattr(importlib.import_module(module), name)(argv)
+
+
+#: ``run_rl.py <name> ...``: each takes the remaining arguments and returns the exit code.
+SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
+    "eval": eval_main,
+    "sweep": sweep_main,
+    "table": table_main,
+    "demo": demo_main,
+    "reproduce": _imported("agents.reproduce", "reproduce_main"),
+    "export": _imported("agents.deploy", "export_main"),
+    "predict": _imported("agents.deploy", "predict_main"),
+}
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
-    if argv[:1] == ["eval"]:
-        return eval_main(argv[1:])
-    if argv[:1] == ["sweep"]:
-        return sweep_main(argv[1:])
-    if argv[:1] == ["table"]:
-        return table_main(argv[1:])
-    if argv[:1] == ["demo"]:
-        return demo_main(argv[1:])
-    if argv[:1] == ["reproduce"]:
-        from agents.reproduce import reproduce_main
-
-        return reproduce_main(argv[1:])
-    if argv[:1] == ["export"]:
-        from agents.deploy import export_main
-
-        return export_main(argv[1:])
-    if argv[:1] == ["predict"]:
-        from agents.deploy import predict_main
-
-        return predict_main(argv[1:])
+    if argv[:1] and argv[0] in SUBCOMMANDS:
+        return SUBCOMMANDS[argv[0]](argv[1:])
     config, run_dir = prepare(argv)
     try:
         trainer = AlternatingTrainer(config, run_dir)
