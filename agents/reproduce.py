@@ -49,10 +49,10 @@ import torch
 from agents.config import RunConfigMismatch, TrainConfig
 from agents.files import atomic_write, write_json_atomic
 from agents.report import plt, save_figure, scalars_from_events
-from agents.tradeoff import TableConfig, TableConfigMismatch, run_table
+from agents.tradeoff import TableConfig, TableConfigMismatch, experiment_splits, run_table
 from agents.trainer import AlternatingTrainer, dataset_of
 from dynalay_env import ENV_IDS, DataNotFoundError
-from dynalay_env.data import DEFAULT_IMAGE_HOLDOUT, SplitOverlapError, get_spec, load_splits
+from dynalay_env.data import DEFAULT_IMAGE_HOLDOUT, SplitOverlapError, get_spec
 from dynalay_env.models import config_for, iterate_batches, resolve_device, train_main_model
 from main_model import load_main_model, save_main_model
 from main_model.train import first_blocks_recipe, get_recipe, path_name, path_statistics
@@ -157,17 +157,7 @@ class Reproduction:
     @property
     def splits(self) -> dict[str, Any]:
         if self._splits is None:
-            config = self.config
-            splits = load_splits(
-                self.dataset,
-                config.data_dir,
-                config.holdout_size,
-                config.data_seed,
-                train_size=config.train_size,
-            )
-            if config.eval_size is not None and config.eval_size < len(splits["test"]):
-                splits["test"] = splits["test"].subset(torch.arange(config.eval_size))
-            self._splits = {name: split.to(self.device) for name, split in splits.items()}
+            self._splits = experiment_splits(self.config, self.device)
         return self._splits
 
     def model_config(self):

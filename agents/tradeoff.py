@@ -115,7 +115,11 @@ def _say(message: str) -> None:
     print(f"table: {message}", file=sys.stderr, flush=True)
 
 
-def _splits(config: TableConfig, device):
+def experiment_splits(config: Any, device) -> dict[str, Any]:
+    """The train/holdout/test splits of an experiment's config (a :class:`TableConfig`, or
+    anything with its ``env``, ``data_dir``, ``holdout_size``, ``data_seed``, ``train_size``
+    and ``eval_size``: the reproduction's too), the test split cut to ``eval_size``, on
+    ``device``."""
     splits = load_splits(
         dataset_of(config.env),
         config.data_dir,
@@ -296,7 +300,7 @@ def run_table(config: TableConfig) -> dict[str, Any]:
     out = Path(config.out)
     _check_config(config, out, dynalay)
     device = resolve_device(config.device)
-    splits = _splits(config, device)
+    splits = experiment_splits(config, device)
     per_seed: dict[int, dict[str, Any]] = {}
     for seed in config.seeds:
         seed_dir = out / f"seed{seed}"
