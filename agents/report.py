@@ -156,9 +156,12 @@ def plot_beta_sweep(betas: Sequence[float], agents: Sequence[PolicyResult], path
 
 def scalars_from_events(tb_dir: Path, tag: str) -> tuple[list[int], list[float]]:
     """(steps, values) of scalar ``tag`` in a run's TensorBoard events, by step; a step logged
-    twice (a phase re-run after a resume) keeps its last value. Empty when never logged."""
+    twice (a phase re-run after a resume) keeps its last value. Empty when never logged, or
+    when the run has no ``tb/`` folder."""
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
+    if not Path(tb_dir).is_dir():  # a run copied without its events (docs/results keeps none)
+        return [], []
     events = EventAccumulator(str(tb_dir), size_guidance={"scalars": 0}).Reload()
     if tag not in events.Tags()["scalars"]:
         return [], []

@@ -377,6 +377,10 @@ def test_eval_command_writes_tables_and_plots(tiny_data, tmp_path, capsys):
     for plot in ("pareto.png", "action_frequencies.png", "reward_curve.png"):
         assert (run_dir / plot).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert "| oracle |" in capsys.readouterr().out
+    # A run copied without its TensorBoard events (as docs/results keeps them) evaluates too.
+    shutil.rmtree(run_dir / "tb")
+    assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.5"]) == 0
+    assert (run_dir / "reward_curve.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_eval_command_refuses_an_unfinished_run(tmp_path, capsys):
