@@ -38,7 +38,10 @@ from torchdeq.grad import backward_factory
 from torchdeq.solver import get_solver
 
 from main_model import distributed
-from main_model.cost import conv2d_flops, conv_output_size
+from main_model.cost import conv1d_flops, conv2d_flops, conv_output_size, linear_flops
+
+#: How a looped block's gradient is computed (:meth:`FixedPointLayer._init_implicit_backward`).
+BACKWARDS = ("ift", "phantom", "jfb")
 
 #: A sample whose residual grows past this multiple of its first residual is declared diverged.
 #: For a contraction the residual can only shrink, so growth means non-finite or broken numerics.
@@ -129,6 +132,12 @@ class ContractiveConv(nn.Module):
         self.padding = kernel_size // 2
         self.weight = nn.Parameter(torch.empty(channels, channels, *(kernel_size,) * dims))
         nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        #: FLOPs per sample of one application (a C -> C convolution over the whole map).
+        self.iteration_flops = (
+            conv2d_flops(channels, channels, kernel_size, size)
+            if dims == 2
+            else conv1d_flops(channels, channels, kernel_size, size)
+        )
         # The power-iteration state is a buffer for both methods, so checkpoints of either load
         # into the same architecture.
         vector = torch.randn(1, channels, *(size,) * dims)
@@ -201,6 +210,159 @@ class ContractiveConv(nn.Module):
 
 #: The image blocks' name for :class:`ContractiveConv` (``dims=2``), kept for existing callers.
 ContractiveConv2d = ContractiveConv
+
+
+#: Which linear map W an image block loops with (``DynaLayConfig.loop_operator``): each keeps
+#: f(z) = relu(W z + u) a contraction at every use, with a bound that is exact or a product of
+#: exact factor norms. FLOPs per iteration on C channels at side s, relative to ``conv3x3``
+#: (18 C^2 s^2): ``conv1x1`` 1/9, ``dwsep`` (depthwise 3x3, then 1x1) (C + 9) / (9 C),
+#: ``lowrank`` (1x1 of rank r, B A) 2r / (9 C).
+LOOP_OPERATORS = ("conv3x3", "conv1x1", "dwsep", "lowrank")
+
+
+class _FactoredLoop(nn.Module):
+    """What the cheap loop operators share: weights ``factors()`` whose map has operator norm
+    at most ``norm()`` (a cheap exact value or product of exact factor norms); the first factor
+    is rescaled by ``min(1, bound / norm)`` at every use, so the bound holds while the optimiser
+    moves the weights, as in :class:`ContractiveConv`. ``effective_weight()`` returns a tuple
+    that ``conv(z, weights)`` applies."""
+
+    bound: float
+
+    def _init_bound(self, bound: float) -> None:
+        if not 0.0 < bound < 1.0:
+            raise ValueError(f"contraction bound must be in (0, 1), got {bound}")
+        self.bound = bound
+        self.register_buffer("weight_norm", torch.ones(()))
+        self._norm_for_versions: tuple[int, ...] | None = None
+
+    def norm(self) -> Tensor:
+        """A 0-d tensor >= the operator norm of the unscaled map (differentiable)."""
+        raise NotImplementedError
+
+    def factors(self) -> tuple[Tensor, ...]:
+        """The unscaled weights; the first is the one the rescaling multiplies."""
+        raise NotImplementedError
+
+    def effective_weight(self) -> tuple[Tensor, ...]:
+        """The weights actually used in f: the first factor rescaled so that the map's norm is
+        <= ``bound``. Training: the norm from the current weights, with its gradient.
+        Evaluation: the norm computed once per change of the parameters."""
+        if self.training:
+            norm = self.norm()
+            self.weight_norm.copy_(norm.detach())
+            self._norm_for_versions = None
+        else:
+            versions = tuple(p._version for p in self.parameters())
+            if self._norm_for_versions != versions:
+                with torch.no_grad():
+                    self.weight_norm.copy_(self.norm())
+                self._norm_for_versions = versions
+            norm = self.weight_norm
+        first, *rest = self.factors()
+        return (first * (self.bound / torch.clamp(norm, min=self.bound)), *rest)
+
+    def _load_from_state_dict(self, *args, **kwargs) -> None:
+        super()._load_from_state_dict(*args, **kwargs)
+        self._norm_for_versions = None  # loaded weights: recompute the norm before use
+
+
+class ContractiveConv1x1(_FactoredLoop):
+    """``W z`` with W a ``C x C`` 1x1 convolution: the same matrix at every pixel, so the
+    operator norm is exactly the matrix's largest singular value (one SVD of C x C per use)."""
+
+    def __init__(self, channels: int, size: int, bound: float) -> None:
+        super().__init__()
+        self._init_bound(bound)
+        self.size = size
+        self.weight = nn.Parameter(torch.empty(channels, channels, 1, 1))
+        nn.init.kaiming_uniform_(self.weight, a=5**0.5)
+        self.iteration_flops = conv2d_flops(channels, channels, 1, size)
+
+    def factors(self) -> tuple[Tensor, ...]:
+        return (self.weight,)
+
+    def norm(self) -> Tensor:
+        return torch.linalg.matrix_norm(self.weight[:, :, 0, 0], ord=2)
+
+    def conv(self, z: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        return F.conv2d(z, weights[0])
+
+
+class DepthwiseSeparableLoop(_FactoredLoop):
+    """``P (D * z)``: a depthwise 3x3 convolution D (one kernel per channel, same padding),
+    then a 1x1 ``C x C`` mixing P. ``norm(P D) <= norm(P) norm(D)``: norm(P) is the exact
+    matrix 2-norm; D is block-diagonal over channels, so its norm is the largest of the
+    channels' single-channel norms, each bounded by the circulant bound of
+    :func:`circulant_operator_norm` (the largest DFT magnitude of its kernel: O(C s^2))."""
+
+    def __init__(self, channels: int, size: int, bound: float) -> None:
+        super().__init__()
+        self._init_bound(bound)
+        self.size = size
+        self.pointwise = nn.Parameter(torch.empty(channels, channels, 1, 1))
+        self.depthwise = nn.Parameter(torch.empty(channels, 1, 3, 3))
+        nn.init.kaiming_uniform_(self.pointwise, a=5**0.5)
+        nn.init.kaiming_uniform_(self.depthwise, a=5**0.5)
+        self.iteration_flops = 2 * channels * 9 * size * size + conv2d_flops(
+            channels, channels, 1, size
+        )
+
+    def factors(self) -> tuple[Tensor, ...]:
+        return (self.pointwise, self.depthwise)
+
+    def norm(self) -> Tensor:
+        grid = (self.size + 2, self.size + 2)
+        spectrum = torch.fft.rfft2(self.depthwise[:, 0], s=grid)  # (C, *frequencies)
+        depthwise = spectrum.abs().amax()
+        return torch.linalg.matrix_norm(self.pointwise[:, :, 0, 0], ord=2) * depthwise
+
+    def conv(self, z: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        pointwise, depthwise = weights
+        return F.conv2d(F.conv2d(z, depthwise, padding=1, groups=z.shape[1]), pointwise)
+
+
+class LowRankLoop(_FactoredLoop):
+    """``B (A z)``: a 1x1 map of rank at most r through an r-channel bottleneck (A: C -> r,
+    B: r -> C); its norm is exactly that of the ``C x C`` matrix ``B A``."""
+
+    def __init__(self, channels: int, size: int, bound: float, rank: int) -> None:
+        super().__init__()
+        if not 1 <= rank <= channels:
+            raise ValueError(f"loop rank must be in [1, {channels}], got {rank}")
+        self._init_bound(bound)
+        self.size = size
+        self.expand = nn.Parameter(torch.empty(channels, rank, 1, 1))  # B
+        self.reduce = nn.Parameter(torch.empty(rank, channels, 1, 1))  # A
+        nn.init.kaiming_uniform_(self.expand, a=5**0.5)
+        nn.init.kaiming_uniform_(self.reduce, a=5**0.5)
+        self.iteration_flops = 2 * conv2d_flops(channels, rank, 1, size)
+
+    def factors(self) -> tuple[Tensor, ...]:
+        return (self.expand, self.reduce)
+
+    def norm(self) -> Tensor:
+        return torch.linalg.matrix_norm(self.expand[:, :, 0, 0] @ self.reduce[:, :, 0, 0], ord=2)
+
+    def conv(self, z: Tensor, weights: tuple[Tensor, ...]) -> Tensor:
+        expand, reduce = weights
+        return F.conv2d(F.conv2d(z, reduce), expand)
+
+
+def build_loop_operator(
+    name: str, channels: int, size: int, bound: float, *, rank: int = 0, spectral_norm: str = "fft"
+) -> nn.Module:
+    """The image block's loop map W by name (:data:`LOOP_OPERATORS`); ``rank`` for ``lowrank``
+    (0: channels // 4), ``spectral_norm`` for ``conv3x3`` (:class:`ContractiveConv`)."""
+    if name == "conv3x3":
+        return ContractiveConv(channels, size, bound, method=spectral_norm)
+    if name == "conv1x1":
+        return ContractiveConv1x1(channels, size, bound)
+    if name == "dwsep":
+        return DepthwiseSeparableLoop(channels, size, bound)
+    if name == "lowrank":
+        return LowRankLoop(channels, size, bound, rank or max(1, channels // 4))
+    raise ValueError(f"loop_operator must be one of {LOOP_OPERATORS}, got {name!r}")
 
 
 @dataclass
@@ -303,16 +465,61 @@ class FixedPointLayer(nn.Module):
     inject_flops: int
     iteration_flops: int
 
-    def _init_implicit_backward(self, backward_tol: float, backward_max_iter: int) -> None:
-        self._implicit_backward = backward_factory(
-            grad_type="ift",
-            b_solver=get_solver("fixed_point_iter"),
-            b_solver_kwargs={
-                "tol": backward_tol,
-                "max_iter": backward_max_iter,
-                "stop_mode": "rel",
-            },
-        )
+    def _init_implicit_backward(
+        self,
+        backward_tol: float,
+        backward_max_iter: int,
+        backward: str = "ift",
+        phantom_steps: int = 5,
+        phantom_tau: float = 0.5,
+    ) -> None:
+        """The gradient through a fixed point z* (:data:`BACKWARDS`), from TorchDEQ:
+
+        - ``ift``: exact implicit differentiation, the adjoint g = J_f(z*)^T g + dL/dz* solved
+          by fixed-point iteration to ``backward_tol`` (at most ``backward_max_iter`` steps).
+        - ``phantom``: the phantom gradient (Geng et al., 2021): backprop through
+          ``phantom_steps`` damped steps z <- tau f(z) + (1 - tau) z from z*; an approximation
+          of the implicit gradient whose cost is fixed.
+        - ``jfb``: Jacobian-free backprop (Fung et al., 2022): backprop through one step
+          f(z*) alone, i.e. the implicit gradient with J_f taken as 0.
+        """
+        if backward not in BACKWARDS:
+            raise ValueError(f"backward must be one of {BACKWARDS}, got {backward!r}")
+        self.backward = backward
+        if backward == "ift":
+            self._implicit_backward = backward_factory(
+                grad_type="ift",
+                b_solver=get_solver("fixed_point_iter"),
+                b_solver_kwargs={
+                    "tol": backward_tol,
+                    "max_iter": backward_max_iter,
+                    "stop_mode": "rel",
+                },
+            )
+        elif backward == "phantom":
+            self._implicit_backward = backward_factory(grad_type=phantom_steps, tau=phantom_tau)
+        else:
+            self._implicit_backward = backward_factory(grad_type=1, tau=1.0)
+
+    #: FLOPs per sample a loop spends once, whatever its iterations (the feedback V p).
+    loop_setup_flops: int = 0
+
+    @property
+    def has_feedback(self) -> bool:
+        """Whether loops see top-down feedback: a submodule ``feedback`` V (K -> C), as
+        :class:`FPIBlock` builds with ``feedback_classes``."""
+        return self._modules.get("feedback") is not None
+
+    def loop_injection(self, u: Tensor, probabilities: Tensor) -> Tensor:
+        """The injection a loop iterates with: u, plus the feedback V p where the block has it.
+
+        u: (B, C, H, W) or (B, C, T); probabilities: (B, F), what the network concluded before
+        this step (detached: the loop reads the straight pass's conclusion, it does not train
+        it), broadcast over the positions."""
+        if not self.has_feedback:
+            return u
+        bias = self.feedback(probabilities.detach())
+        return u + bias.view(*bias.shape, *([1] * (u.dim() - 2)))
 
     #: The 1-Lipschitz activation of f (ReLU for the image blocks) and the range of its values.
     activation = staticmethod(F.relu)
@@ -427,10 +634,22 @@ class FixedPointLayer(nn.Module):
             result = self.solve(u, z_init, weight, tol, max_iter)
         else:
             result = self.solve_accelerated(u, z_init, weight, solver, tol, max_iter)
-        if torch.is_grad_enabled() and (u.requires_grad or weight.requires_grad):
-            (z_grad,) = self._implicit_backward(self, lambda z: self.f(z, u, weight), result.z)
+        if torch.is_grad_enabled() and (u.requires_grad or _requires_grad(weight)):
+
+            def damped_f(z: Tensor, tau: float = 1.0) -> Tensor:
+                # TorchDEQ's phantom gradient calls f(z, tau=...); the IFT calls f(z).
+                step = self.f(z, u, weight)
+                return step if tau == 1.0 else tau * step + (1.0 - tau) * z
+
+            (z_grad,) = self._implicit_backward(self, damped_f, result.z)
             result.z = z_grad
         return result
+
+
+def _requires_grad(weight: Tensor | tuple[Tensor, ...]) -> bool:
+    """Whether a loop operator's effective weight (one tensor or a tuple) carries gradients."""
+    weights = weight if isinstance(weight, tuple) else (weight,)
+    return any(w.requires_grad for w in weights)
 
 
 NORMS = ("batch", "group")
@@ -452,9 +671,17 @@ class FPIBlock(FixedPointLayer):
         contraction: bound gamma < 1 on the operator norm of W.
         norm: the injection's normalisation, ``batch`` or ``group`` (module docstring).
         norm_groups: GroupNorm groups of the injection (at most; see :func:`group_count`).
-        spectral_norm: how the loop conv's norm is bounded (:class:`ContractiveConv2d`).
+        spectral_norm: how a ``conv3x3`` loop's norm is bounded (:class:`ContractiveConv`).
         backward_tol: relative tolerance of the implicit-backward solve.
         backward_max_iter: iteration cap of the implicit-backward solve.
+        loop_operator: the map W (:data:`LOOP_OPERATORS`, :func:`build_loop_operator`).
+        loop_rank: rank of a ``lowrank`` W (0: ``out_channels // 4``).
+        backward, phantom_steps, phantom_tau: the gradient through the fixed point
+            (:meth:`FixedPointLayer._init_implicit_backward`).
+        feedback_classes: K > 0 gives the loop top-down feedback: a loop solves
+            z = relu(W z + u + V p) with p (B, K) the class probabilities the network
+            concluded before the step and V a K -> C linear map (zero at initialisation),
+            broadcast over the positions. The straight pass never sees it.
     """
 
     def __init__(
@@ -469,6 +696,12 @@ class FPIBlock(FixedPointLayer):
         spectral_norm: str = "fft",
         backward_tol: float = 1e-6,
         backward_max_iter: int = 60,
+        loop_operator: str = "conv3x3",
+        loop_rank: int = 0,
+        backward: str = "ift",
+        phantom_steps: int = 5,
+        phantom_tau: float = 0.5,
+        feedback_classes: int = 0,
     ) -> None:
         super().__init__()
         self.inject_conv = nn.Conv2d(in_channels, out_channels, 3, stride, padding=1, bias=False)
@@ -480,13 +713,25 @@ class FPIBlock(FixedPointLayer):
             else nn.GroupNorm(group_count(out_channels, norm_groups), out_channels)
         )
         self.out_size = conv_output_size(in_size, kernel_size=3, stride=stride, padding=1)
-        self.loop_conv = ContractiveConv2d(
-            out_channels, self.out_size, contraction, method=spectral_norm
+        self.loop_conv = build_loop_operator(
+            loop_operator,
+            out_channels,
+            self.out_size,
+            contraction,
+            rank=loop_rank,
+            spectral_norm=spectral_norm,
         )
-        #: FLOPs per sample of the injection conv and of one application of f (the W conv).
+        if feedback_classes:
+            self.feedback = nn.Linear(feedback_classes, out_channels)
+            nn.init.zeros_(self.feedback.weight)
+            nn.init.zeros_(self.feedback.bias)
+            self.loop_setup_flops = linear_flops(feedback_classes, out_channels)
+        #: FLOPs per sample of the injection conv and of one application of f (the W map).
         self.inject_flops = conv2d_flops(in_channels, out_channels, 3, self.out_size)
-        self.iteration_flops = conv2d_flops(out_channels, out_channels, 3, self.out_size)
-        self._init_implicit_backward(backward_tol, backward_max_iter)
+        self.iteration_flops = self.loop_conv.iteration_flops
+        self._init_implicit_backward(
+            backward_tol, backward_max_iter, backward, phantom_steps, phantom_tau
+        )
 
     def inject(self, x: Tensor, straight: bool = True) -> Tensor:
         """Input injection u: (B, C_in, H_in, W_in) -> (B, C, H, W).

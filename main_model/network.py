@@ -18,7 +18,7 @@ import torch
 from torch import Tensor, nn
 
 from main_model.cost import linear_flops
-from main_model.fpi import NORMS, SPECTRAL_NORMS, FPIBlock
+from main_model.fpi import BACKWARDS, LOOP_OPERATORS, NORMS, SPECTRAL_NORMS, FPIBlock
 
 SOLVERS = ("fpi", "anderson", "broyden")
 #: Per-position predictions show their this many largest probabilities (NetState.class_probabilities).
@@ -56,13 +56,17 @@ class FPIConfig:
     def to_dict(self) -> dict:
         return asdict(self)
 
+    #: Values of fields added after checkpoints were first written, for a saved config that
+    #: lacks them (what those checkpoints were trained with, not today's defaults).
+    LEGACY_DEFAULTS: dict[str, Any] = {}
+
     @classmethod
     def from_dict(cls, values: dict) -> Any:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)
         if unknown:
             raise ValueError(f"unknown {cls.__name__} fields {unknown}")
-        return cls(**values)
+        return cls(**{**cls.LEGACY_DEFAULTS, **values})
 
 
 @dataclass(frozen=True)
@@ -86,7 +90,18 @@ class DynaLayConfig(FPIConfig):
         max_iter: most applications of f one loop may spend per block.
         backward_tol: relative tolerance of the implicit-backward adjoint solve.
         backward_max_iter: iteration cap of the implicit-backward adjoint solve.
+        loop_operator: the loop map W of every block (:data:`~main_model.fpi.LOOP_OPERATORS`):
+            ``conv3x3`` (a full 3x3 conv, FFT bound), ``conv1x1``, ``dwsep`` (depthwise 3x3
+            then 1x1) or ``lowrank`` (1x1 of rank ``loop_rank``).
+        loop_rank: rank of a ``lowrank`` loop (0: a quarter of the block's channels).
+        backward: the gradient through a fixed point: ``ift`` (exact implicit), ``phantom``
+            (``phantom_steps`` damped steps with factor ``phantom_tau``) or ``jfb``
+            (Jacobian-free: one step).
+        feedback: a loop also sees the class probabilities the network concluded before the
+            step (top-down feedback, :class:`~main_model.fpi.FPIBlock`).
     """
+
+    LEGACY_DEFAULTS = {"loop_operator": "conv3x3", "backward": "ift", "feedback": False}
 
     in_channels: int = 3
     image_size: int = 32
@@ -103,6 +118,12 @@ class DynaLayConfig(FPIConfig):
     max_iter: int = 30
     backward_tol: float = 1e-6
     backward_max_iter: int = 60
+    loop_operator: str = "conv3x3"
+    loop_rank: int = 0
+    backward: str = "ift"
+    phantom_steps: int = 5
+    phantom_tau: float = 0.5
+    feedback: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -119,6 +140,22 @@ class DynaLayConfig(FPIConfig):
             )
         if self.norm_groups < 1:
             problems.append(f"norm_groups must be >= 1, got {self.norm_groups}")
+        if self.loop_operator not in LOOP_OPERATORS:
+            problems.append(
+                f"loop_operator must be one of {LOOP_OPERATORS}, got {self.loop_operator!r}"
+            )
+        if self.loop_rank < 0 or self.loop_rank > min(self.widths or (0,)):
+            problems.append(
+                f"loop_rank must be in [0, {min(self.widths or (0,))}] (0: a quarter of each "
+                f"block's channels), got {self.loop_rank}"
+            )
+        if self.backward not in BACKWARDS:
+            problems.append(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
+        if self.phantom_steps < 1 or not 0.0 < self.phantom_tau <= 1.0:
+            problems.append(
+                f"phantom_steps must be >= 1 and phantom_tau in (0, 1], got "
+                f"{self.phantom_steps}, {self.phantom_tau}"
+            )
         if self.in_channels < 1 or self.image_size < 1 or self.num_classes < 2:
             problems.append("in_channels, image_size must be >= 1 and num_classes >= 2")
         if problems:
@@ -276,7 +313,11 @@ class FPINetwork(nn.Module):
         if action == 0:
             return 0
         injections = sum(b.inject_flops for b in self.blocks[1:])
-        loops = sum(int(iterations[i]) * self.blocks[i].iteration_flops for i in range(action))
+        loops = sum(
+            int(iterations[i]) * self.blocks[i].iteration_flops
+            + (self.blocks[i].loop_setup_flops if int(iterations[i]) > 0 else 0)
+            for i in range(action)
+        )
         return injections + loops + self.head_flops
 
     def max_step_flops(self) -> int:
@@ -285,11 +326,12 @@ class FPINetwork(nn.Module):
 
     def _step_flops_tensor(self, action: int, iterations: Tensor) -> Tensor:
         """Vectorised :meth:`step_flops` for (G, n) iterations of a group sharing ``action``."""
-        per_iteration = torch.tensor(
-            [b.iteration_flops for b in self.blocks], dtype=torch.long, device=iterations.device
-        )
+        device = iterations.device
+        per_iteration = torch.tensor([b.iteration_flops for b in self.blocks], device=device)
+        setup = torch.tensor([b.loop_setup_flops for b in self.blocks], device=device)
         fixed = self.step_flops(action, [0] * self.n_blocks)
-        return fixed + (iterations[:, :action] * per_iteration[:action]).sum(dim=1)
+        looped = iterations[:, :action]
+        return fixed + (looped * per_iteration[:action] + (looped > 0) * setup[:action]).sum(1)
 
     # ----- forward paths ----------------------------------------------------------------------
     def straight(self, inputs: Tensor) -> StepOutput:
@@ -337,13 +379,18 @@ class FPINetwork(nn.Module):
         z, injections, residual = [], [], []
         iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
+        # What feedback loops read: the prediction before this step (computed only if needed).
+        feedback = any(block.has_feedback for block in self.blocks)
+        probabilities = state.class_probabilities() if feedback else None
         for index, block in enumerate(self.blocks):
             u = state.injection[0] if index == 0 else block.inject(z[-1], straight=False)
             looped = sum(counts[index + 1 :])  # samples whose action loops this block: a prefix
             parts, residuals = [], []
             if looped:
                 result = block.loop(
-                    u[:looped],
+                    u[:looped]
+                    if probabilities is None
+                    else block.loop_injection(u[:looped], probabilities[:looped]),
                     state.z[index][:looped],
                     self.config.tol,
                     self.config.max_iter,
@@ -454,6 +501,12 @@ class DynaLayNet(FPINetwork):
                 spectral_norm=self.config.spectral_norm,
                 backward_tol=self.config.backward_tol,
                 backward_max_iter=self.config.backward_max_iter,
+                loop_operator=self.config.loop_operator,
+                loop_rank=self.config.loop_rank,
+                backward=self.config.backward,
+                phantom_steps=self.config.phantom_steps,
+                phantom_tau=self.config.phantom_tau,
+                feedback_classes=self.config.num_classes if self.config.feedback else 0,
             )
             blocks.append(block)
             channels, size = width, block.out_size

@@ -1,0 +1,124 @@
+"""What a DynaLay training step costs against a plain one, measured side by side in one run.
+
+    python bench/train_step.py                       # the default config at both widths
+    python bench/train_step.py --operators conv3x3 conv1x1 dwsep lowrank --backwards ift jfb
+
+For each width setting (16/32/64 on 28x28 images with strides 2/2/2, the Fashion-MNIST model;
+64/128/256 on 32x32x3 with strides 1/2/2, the thesis's CIFAR-size maps 32/16/8) it times
+training steps (batch 64, random images, AdamW, :func:`main_model.train.train_epoch` on one
+batch) of the ``plain`` recipe (straight path only) and of the ``dynalay`` recipe (straight
+path + one uniformly drawn loop path per sample), interleaved so that both see the same machine
+load, and reports medians. Shares of the DynaLay step: ``backward`` (``loss.backward()``, as
+train_epoch measures it) and ``bound`` (computing every block's contractive loop weight with
+its gradient, forward and backward, timed on its own). The ratio lines are what the issue
+"Loops worth their FLOPs" targets (at most 2x at 16/32/64).
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import time
+
+import torch
+
+from main_model import DynaLayConfig, DynaLayNet
+from main_model.train import RECIPES, recipe_actions, train_epoch
+
+SETTINGS = {
+    "16 32 64": dict(in_channels=1, image_size=28, widths=(16, 32, 64), strides=(2, 2, 2)),
+    "64 128 256": dict(in_channels=3, image_size=32, widths=(64, 128, 256), strides=(1, 2, 2)),
+}
+
+
+def timed_step(model, optimizer, batch, recipe, generator) -> tuple[float, float]:
+    """(seconds, backward seconds) of one training step on ``batch``."""
+    choose = recipe_actions(recipe, model.n_actions, generator)
+    stats = train_epoch(
+        model,
+        optimizer,
+        [batch],
+        choose,
+        train_straight=recipe.train_straight,
+        solver=recipe.solver,
+    )
+    return stats.seconds, stats.backward_seconds
+
+
+def bound_seconds(model: DynaLayNet) -> float:
+    """Forward and backward of every block's contractive loop weight (train mode)."""
+    model.train()
+    started = time.perf_counter()
+    weights = model.loop_weights()
+    flat = [w for ws in weights for w in (ws if isinstance(ws, tuple) else (ws,))]
+    sum(w.sum() for w in flat).backward()
+    model.zero_grad(set_to_none=True)
+    return time.perf_counter() - started
+
+
+def measure(setting: str, config_changes: dict, repeats: int, seed: int = 0) -> dict:
+    torch.manual_seed(seed)
+    config = DynaLayConfig(**SETTINGS[setting], **config_changes)
+    images = torch.randn(64, config.in_channels, config.image_size, config.image_size)
+    batch = (images, torch.randint(0, config.num_classes, (64,)))
+    models = {name: DynaLayNet(config) for name in ("plain", "dynalay")}
+    optimizers = {n: torch.optim.AdamW(m.parameters(), lr=1e-3) for n, m in models.items()}
+    generator = torch.Generator().manual_seed(seed)
+    times = {name: [] for name in models}
+    backward = []
+    bounds = []
+    for repeat in range(repeats + 1):  # the first round warms up
+        for name, model in models.items():
+            seconds, back = timed_step(model, optimizers[name], batch, RECIPES[name], generator)
+            if repeat:
+                times[name].append(seconds)
+                if name == "dynalay":
+                    backward.append(back)
+        if repeat:
+            bounds.append(bound_seconds(models["dynalay"]))
+    plain, dynalay = (statistics.median(times[n]) for n in ("plain", "dynalay"))
+    return {
+        "plain_ms": 1e3 * plain,
+        "dynalay_ms": 1e3 * dynalay,
+        "ratio": dynalay / plain,
+        "backward_share": statistics.median(backward) / dynalay,
+        "bound_share": statistics.median(bounds) / dynalay,
+    }
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--operators", nargs="+", default=None, help="loop operators to compare")
+    parser.add_argument("--backwards", nargs="+", default=None, help="ift, phantom, jfb")
+    parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    args = parser.parse_args()
+    torch.set_num_threads(args.threads)
+    default = DynaLayConfig()
+    operators = args.operators or [default.loop_operator]
+    backwards = args.backwards or [default.backward]
+    print(f"batch 64, {args.repeats} interleaved repeats (medians), {args.threads} thread(s)")
+    for setting in args.settings:
+        for operator in operators:
+            for backward in backwards:
+                # The thesis-size conv3x3's FFT bound takes seconds a step: fewer repeats.
+                heavy = setting == "64 128 256" and operator == "conv3x3"
+                repeats = min(args.repeats, 2) if heavy else args.repeats
+                result = measure(setting, dict(loop_operator=operator, backward=backward), repeats)
+                tag = (
+                    ""
+                    if (operator, backward) == (default.loop_operator, default.backward)
+                    else f" [{operator}, {backward}]"
+                )
+                print(
+                    f"training step time ratio dynalay/plain at widths {setting}: "
+                    f"{result['ratio']:.2f}{tag} (plain {result['plain_ms']:.0f} ms, dynalay "
+                    f"{result['dynalay_ms']:.0f} ms; backward {result['backward_share']:.0%}, "
+                    f"bound {result['bound_share']:.0%} of the dynalay step)",
+                    flush=True,
+                )
+
+
+if __name__ == "__main__":
+    main()
