@@ -1,0 +1,335 @@
+"""``make check-results``: regenerate every committed result under ``docs/results/`` from its
+recorded command, with nothing retrained, and fail naming each committed file that differs.
+
+    python -m agents.experiments.check_results            # all of them (make check-results)
+    python -m agents.experiments.check_results demo text  # some of them
+    python -m agents.experiments.check_results --keep     # keep the temporary copy to look at
+
+Every results directory was made by a resumable command (``run_rl.py table``, ``demo``,
+``reproduce``, ``eval``). Each check copies the committed directory into a temporary copy of the
+repository's layout (the same relative paths, so the command runs exactly as recorded), deletes
+the files the command derives from its checkpoints (tables, JSON, plots, the saved settings), and
+reruns the command there with one torch thread (as the committed runs had): every checkpoint and
+finished run is found, so only evaluation, aggregation and report writing run again. Then every
+committed file of the directory (``git ls-files``) is compared with the regenerated one byte for
+byte, except where noted below. A command that would train anything is a failure: it means a
+checkpoint is missing.
+
+Where a file cannot be byte-stable its data is compared instead:
+
+- ``docs/results/text/beta0.3/results.json``: the ``ms_per_sample`` of every policy is dropped
+  (wall-clock time measured at evaluation) and numbers are compared to 1e-6 relative: the
+  perplexities of the loop paths come out up to 2.4e-9 relative apart from the committed ones
+  on this machine (accuracies, FLOPs and frequencies are equal).
+- ``docs/results/reproduction/fig4.4/results.json``: numbers compared to 1e-6 relative. The
+  per-batch float32 test losses come out 1-3 float32 ulps (up to 2.6e-7 relative) apart from the
+  committed ones: the machine's, not the code's doing (the code that wrote them, commit bc38f12,
+  gives today's numbers here too, with 1 or 2 torch threads alike). ``fig4.4.md`` (3 digits)
+  and ``fig4.4.png`` are compared byte for byte.
+- ``docs/results/text/beta0.3/results.md``: the last column (``ms / sample``, the same timing)
+  is dropped; every other cell is compared exactly.
+- The demo (``docs/results/demo``) was made by ``make demo`` in a clean clone at ``/tmp/ci``
+  (CI): its ``table_config.json``, ``tradeoff.json`` and ``tradeoff.md`` name the shipped model
+  by that clone's absolute path. The regenerated files name this checkout's shipped model; that
+  path is replaced by the recorded one before the byte comparison (the model itself is checked
+  by its digest, ``dynalay_digest`` in ``table_config.json``).
+
+The tables' and the reproduction's wall times (``ms_per_sample``, ``epoch_seconds``) were
+measured when their checkpoints were made and are stored in per-seed files the commands reuse,
+so those outputs are compared byte for byte, PNG plots included (matplotlib writes no date into
+a PNG).
+
+Not checked: ``docs/results/tradeoff_200k_seed0_policies.json`` is the evaluation of agents
+trained for 200,000 steps whose checkpoints are not committed (``docs/results.md`` says how it
+was made): it cannot be regenerated without training them again.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+#: The committed text run was evaluated as ``runs/text/<its run directory>`` (docs/text.md).
+TEXT_RUN = "runs/text/DynaLay-WikiText2-v0_ppo_s0_20261201-133635"
+#: Where CI's clean clone lay when it made the demo (``dynalay_checkpoint`` there).
+CI_SHIPPED_MODEL = "/tmp/ci/dynalay_env/shipped/FashionMNIST.pt"
+TRAINING = re.compile(r"^(table: seed \d+: training|reproduce: training|sweep: training)")
+EXPERIMENT_FILES = [
+    f"{name}/{leaf}"
+    for name in ("table4.1", "fig4.1", "fig4.2", "fig4.3", "fig4.4", "sec4.0.5", "introspection")
+    for leaf in ("results.json", f"{name}.md", f"{name}.png")
+]
+
+
+@dataclass
+class Check:
+    """One committed results directory and the command that made it."""
+
+    name: str
+    committed: str  # the committed directory, relative to the repository
+    command: list[str]  # run_rl.py's arguments, as recorded
+    derived: list[str]  # files (relative to ``committed``) the command writes: deleted first
+    run_at: str | None = None  # where the command found the directory, if not ``committed``
+    needs: list[str] = field(default_factory=list)  # other committed directories it reads
+    compare: dict[str, Callable[[bytes, bytes], bool]] = field(default_factory=dict)
+    substitute: bool = False  # replace this checkout's shipped-model path by CI's
+    unchecked: str | None = None  # why this directory cannot be regenerated (then skipped)
+
+
+def _close(old: object, new: object, drop: tuple[str, ...]) -> bool:
+    """JSON data equal, floats to 1e-6 relative, keys in ``drop`` left out at every level."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        keys = [k for k in old if k not in drop]
+        return keys == [k for k in new if k not in drop] and all(
+            _close(old[k], new[k], drop) for k in keys
+        )
+    if isinstance(old, list) and isinstance(new, list):
+        return len(old) == len(new) and all(
+            _close(a, b, drop) for a, b in zip(old, new, strict=True)
+        )
+    if isinstance(old, float) and isinstance(new, float):
+        return math.isclose(old, new, rel_tol=1e-6, abs_tol=1e-12)
+    return type(old) is type(new) and old == new
+
+
+def _same_data(*drop: str) -> Callable[[bytes, bytes], bool]:
+    return lambda committed, regenerated: _close(
+        json.loads(committed), json.loads(regenerated), drop
+    )
+
+
+def _same_but_last_column(committed: bytes, regenerated: bytes) -> bool:
+    """An evaluation's results.md: equal but for its last column (``ms / sample``)."""
+
+    def cells(data: bytes) -> list[str]:
+        return [
+            line.rsplit("|", 2)[0] if line.startswith("|") else line
+            for line in data.decode().splitlines()
+        ]
+
+    return cells(committed) == cells(regenerated)
+
+
+STALE_TABLE = (
+    "made by the table code of 2026-11-24 (commit eb32f78), which today's refuses and cannot "
+    "rewrite: its models use the power-iteration norm (today's default is spectral_norm='fft', "
+    "part of the settings the table checks, and no flag sets it), its records predate the "
+    "baselines' ms_per_sample (aggregate() needs it) and its tradeoff.md the ms / test image "
+    "column; regenerating it means training it again (hours)"
+)
+TABLE_FILES = ["table_config.json", "tradeoff.json", "tradeoff.md", "tradeoff.png"]
+CHECKS = {
+    "tradeoff": Check(
+        "tradeoff",
+        "docs/results/tradeoff",
+        # README, docs/results.md; the other flags are the table's defaults
+        [
+            "table",
+            "--env",
+            "DynaLay-FashionMNIST-v0",
+            "--seeds",
+            "0",
+            "1",
+            "2",
+            "--epochs",
+            "3",
+            "--train-size",
+            "30000",
+            "--betas",
+            "0.03",
+            "0.1",
+            "0.3",
+            "1",
+            "--total-timesteps",
+            "50000",
+            "--out",
+            "docs/results/tradeoff",
+        ],
+        TABLE_FILES,
+        unchecked=STALE_TABLE,
+    ),  # fmt: skip
+    "demo": Check(
+        "demo",
+        "docs/results/demo",
+        ["demo", "--out", "runs/demo"],  # make demo (tradeoff.json: "out": "runs/demo")
+        TABLE_FILES,
+        run_at="runs/demo",
+        substitute=True,
+    ),
+    "reproduction": Check(
+        "reproduction",
+        "docs/results/reproduction",
+        # README, docs/reproduction.md
+        [
+            "reproduce",
+            "all",
+            "--table-dir",
+            "docs/results/tradeoff",
+            "--out",
+            "docs/results/reproduction",
+        ],
+        ["reproduce_config.json", "reproduction.md", *EXPERIMENT_FILES],
+        needs=["docs/results/tradeoff"],
+        compare={"fig4.4/results.json": _same_data()},
+    ),  # fmt: skip
+    "text": Check(
+        "text",
+        "docs/results/text/beta0.3",
+        # docs/text.md, command 2
+        [
+            "eval",
+            TEXT_RUN,
+            "--eval-size",
+            "768",
+            "--taus",
+            "0.05",
+            "0.1",
+            "0.15",
+            "0.2",
+            "0.3",
+            "--device",
+            "cpu",
+        ],
+        ["results.json", "results.md"],
+        run_at=TEXT_RUN,
+        compare={"results.json": _same_data("ms_per_sample"), "results.md": _same_but_last_column},
+    ),  # fmt: skip
+}
+
+
+def committed_files(folder: str) -> list[str]:
+    """The files of ``folder`` in git's index, relative to it."""
+    listed = subprocess.run(
+        ["git", "ls-files", "-z", "--", folder], cwd=REPO, check=True, capture_output=True
+    ).stdout.decode()
+    return sorted(str(Path(p).relative_to(folder)) for p in listed.split("\0") if p)
+
+
+def _shipped_model() -> str:
+    """This checkout's shipped Fashion-MNIST model, as ``run_rl.py demo`` names it."""
+    code = "import dynalay_env, pathlib; print(pathlib.Path(dynalay_env.__file__).parent)"
+    folder = subprocess.run(
+        [sys.executable, "-c", code], cwd=REPO, check=True, capture_output=True, text=True
+    ).stdout.strip()
+    return str(Path(folder) / "shipped" / "FashionMNIST.pt")
+
+
+def _link_shared_data(root: Path) -> None:
+    """``../shared/data`` as the repository sees it (the text run's recorded ``data_dir``)."""
+    shared = REPO.parent / "shared"
+    if shared.is_dir():
+        (root.parent / "shared").symlink_to(shared, target_is_directory=True)
+
+
+def run_check(check: Check, root: Path, timeout: float) -> list[str]:
+    """Regenerate one directory under ``root`` (a copy of the repository's layout); returns the
+    committed files that differ, each with the reason."""
+    if check.unchecked is not None:
+        print(f"check-results: {check.name}: NOT CHECKED: {check.committed} was {check.unchecked}")
+        return []
+    target = root / (check.run_at or check.committed)
+    for needed in check.needs:  # regenerated earlier in this run, or copied as committed
+        if not (root / needed).exists():
+            shutil.copytree(REPO / needed, root / needed, symlinks=True)
+    files = committed_files(check.committed)
+    for relative in files:
+        (target / relative).parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy2(REPO / check.committed / relative, target / relative)
+    for relative in check.derived:
+        (target / relative).unlink()
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
+    env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
+    command = [sys.executable, str(REPO / "run_rl.py"), *check.command]
+    started = time.perf_counter()
+    try:
+        done = subprocess.run(
+            command, cwd=root, env=env, capture_output=True, text=True, timeout=timeout
+        )
+    except subprocess.TimeoutExpired:
+        return [f"{check.committed}: `{' '.join(check.command)}` ran over {timeout:.0f} s"]
+    seconds = time.perf_counter() - started
+    log = done.stdout + done.stderr
+    if done.returncode != 0:
+        return [f"{check.committed}: `{' '.join(check.command)}` exited {done.returncode}:\n{log}"]
+    # what the table (``table: seed s: training ...``) and the reproduction print before training
+    trained = [line for line in log.splitlines() if TRAINING.match(line)]
+    problems = [f"{check.committed}: the command trained something: {line}" for line in trained]
+    local = _shipped_model() if check.substitute else None
+    for relative in files:
+        committed = (REPO / check.committed / relative).read_bytes()
+        regenerated_file = target / relative
+        if not regenerated_file.is_file():
+            problems.append(f"{check.committed}/{relative}: not written again")
+            continue
+        regenerated = regenerated_file.read_bytes()
+        if local is not None:
+            regenerated = regenerated.replace(local.encode(), CI_SHIPPED_MODEL.encode())
+        compare = check.compare.get(relative)
+        same = regenerated == committed if compare is None else compare(committed, regenerated)
+        if not same:
+            how = "its data differs" if compare else "differs byte for byte"
+            problems.append(f"{check.committed}/{relative}: {how}")
+    rewritten = len(check.derived)
+    print(
+        f"check-results: {check.name}: {len(files)} committed files, {rewritten} regenerated by "
+        f"`run_rl.py {' '.join(check.command)}` in {seconds:.0f} s: "
+        + ("identical" if not problems else f"{len(problems)} differ"),
+        flush=True,
+    )
+    return problems
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(
+        prog="check_results",
+        description="Regenerate every committed results directory from its recorded command "
+        "(nothing retrained) and compare it with the committed files.",
+    )
+    parser.add_argument("checks", nargs="*", help=f"some of {list(CHECKS)} (default: all)")
+    parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
+    parser.add_argument(
+        "--timeout", type=float, default=1800, help="seconds per command before it counts failed"
+    )
+    args = parser.parse_args(argv)
+    names = args.checks or list(CHECKS)
+    unknown = sorted(set(names) - set(CHECKS))
+    if unknown:
+        parser.error(f"unknown checks {unknown}; choose among {list(CHECKS)}")
+    scratch = Path(tempfile.mkdtemp(prefix="check-results-"))
+    root = scratch / "repo"
+    root.mkdir()
+    _link_shared_data(root)
+    started = time.perf_counter()
+    problems: list[str] = []
+    try:
+        for name in names:
+            problems += run_check(CHECKS[name], root, args.timeout)
+    finally:
+        if args.keep:
+            print(f"check-results: the regenerated files are in {root}")
+        else:
+            shutil.rmtree(scratch)
+    elapsed = time.perf_counter() - started
+    if problems:
+        print("check-results: FAILED, these committed files differ:", file=sys.stderr)
+        for problem in problems:
+            print(f"  {problem}", file=sys.stderr)
+        return 1
+    print(f"check-results: every checked results directory is identical ({elapsed:.0f} s)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
