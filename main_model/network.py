@@ -99,9 +99,16 @@ class DynaLayConfig(FPIConfig):
             (Jacobian-free: one step).
         feedback: a loop also sees the class probabilities the network concluded before the
             step (top-down feedback, :class:`~main_model.fpi.FPIBlock`).
+        loop_head: loop steps read out with a linear head of their own (the straight pass
+            keeps ``head``).
     """
 
-    LEGACY_DEFAULTS = {"loop_operator": "conv3x3", "backward": "ift", "feedback": False}
+    LEGACY_DEFAULTS = {
+        "loop_operator": "conv3x3",
+        "backward": "ift",
+        "feedback": False,
+        "loop_head": False,
+    }
 
     in_channels: int = 3
     image_size: int = 32
@@ -124,6 +131,7 @@ class DynaLayConfig(FPIConfig):
     phantom_steps: int = 5
     phantom_tau: float = 0.5
     feedback: bool = False
+    loop_head: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -272,6 +280,10 @@ class FPINetwork(nn.Module):
         """Logits from the last block's output z."""
         raise NotImplementedError
 
+    def loop_readout(self, z: Tensor) -> Tensor:
+        """Logits after a loop step (the same readout unless the network has a loop head)."""
+        return self.readout(z)
+
     def _check_inputs(self, inputs: Tensor) -> None:
         """Raise a ValueError that says what is wrong when ``inputs`` do not fit the network."""
         raise NotImplementedError
@@ -410,7 +422,7 @@ class FPINetwork(nn.Module):
         new_state = NetState(
             z=tuple(z),
             injection=tuple(injections),
-            logits=self.readout(z[-1]),
+            logits=self.loop_readout(z[-1]),
             residual=torch.stack(residual, dim=1),
         )
         # Unlooped blocks have 0 iterations, so every loop action's FLOPs take one formula.
@@ -512,6 +524,11 @@ class DynaLayNet(FPINetwork):
             channels, size = width, block.out_size
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(channels, self.config.num_classes)
+        # A loop's own linear readout (same FLOPs as the head): the looped state's conclusion
+        # need not be the straight one's.
+        self.loop_head = (
+            nn.Linear(channels, self.config.num_classes) if self.config.loop_head else None
+        )
         #: What the model was trained on (dataset, training rows, recipe), saved with its
         #: checkpoints; whoever trains it fills it in (``dynalay_env.data.training_provenance``).
         self.provenance: dict[str, Any] = {}
@@ -524,6 +541,11 @@ class DynaLayNet(FPINetwork):
     def readout(self, z: Tensor) -> Tensor:
         """(B, K) logits: the head on the global-average-pooled last block."""
         return self.head(z.mean(dim=(2, 3)))
+
+    def loop_readout(self, z: Tensor) -> Tensor:
+        """(B, K) logits after a loop step: ``loop_head`` when the config has one."""
+        head = self.head if self.loop_head is None else self.loop_head
+        return head(z.mean(dim=(2, 3)))
 
     def _check_inputs(self, images: Tensor) -> None:
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)

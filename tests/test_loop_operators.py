@@ -200,3 +200,20 @@ def test_config_defaults_and_legacy_checkpoints():
         DynaLayConfig(backward="bptt")
     with pytest.raises(ValueError, match="loop_rank"):
         DynaLayConfig(widths=(4, 8), loop_rank=5)
+
+
+def test_loop_head_reads_out_loop_steps_only():
+    base = dict(in_channels=1, image_size=8, num_classes=3, widths=(4, 6), strides=(2, 2))
+    torch.manual_seed(0)
+    net = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", loop_head=True)).eval()
+    images = torch.randn(4, 1, 8, 8)
+    with torch.no_grad():
+        out = net.straight(images)
+        pooled = out.state.z[-1].mean(dim=(2, 3))
+        torch.testing.assert_close(out.state.logits, net.head(pooled))  # straight: the head
+        step = net.step(out.state, torch.tensor([1, 0, 2, 1]))
+        looped = step.state.z[-1].mean(dim=(2, 3))
+        expected = net.loop_head(looped)
+        torch.testing.assert_close(step.state.logits[[0, 2, 3]], expected[[0, 2, 3]])
+        torch.testing.assert_close(step.state.logits[1], out.state.logits[1])  # NOP row
+    assert not torch.allclose(net.loop_head.weight, net.head.weight)
