@@ -53,7 +53,7 @@ reproduce: $(STAMP) | $(FASHION_MNIST)
 # nothing retrained, and fails naming each committed file that differs (about 6 minutes on
 # 2 CPU cores, 5.5 of them the WikiText-2 evaluation; it needs ../shared/data/wikitext-2).
 check-results: $(STAMP) | $(FASHION_MNIST)
-	$(BIN)/python agents/experiments/check_results.py
+	$(BIN)/python -m agents.experiments.check_results
 
 clean:
 	rm -rf $(VENV) build *.egg-info .pytest_cache .ruff_cache

@@ -295,44 +295,10 @@ def format_summary(summary: dict) -> str:
     )
 
 
-def eval_main(argv: list[str]) -> int:
-    from agents.experiments import DEFAULT_TAUS, TEXT_TAUS, evaluate_run, final_checkpoints
-
-    parser = argparse.ArgumentParser(
-        prog="run_rl.py eval",
-        description="Evaluate a run's agent against static paths, DEQ, random, confidence "
-        "threshold and oracle on the test split; writes results.md, results.json and PNG plots "
-        "into the run directory.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("run_dir", help="a finished run directory")
-    parser.add_argument("--eval-size", type=positive_int, default=None, help="test samples (all)")
-    parser.add_argument(
-        "--taus",
-        type=float,
-        nargs="+",
-        default=None,
-        help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}; WikiText-2 {list(TEXT_TAUS)})",
-    )
-    parser.add_argument("--device", default="auto")
-    args = parser.parse_args(argv)
-    run_dir = Path(args.run_dir)
-    if not (run_dir / "config.yaml").is_file():
-        parser.error(
-            f"{run_dir / 'config.yaml'} is missing; is {run_dir} a finished run directory?"
-        )
-    try:
-        final_checkpoints(run_dir)
-    except FileNotFoundError as error:
-        parser.error(str(error))
-    results = evaluate_run(run_dir, args.eval_size, args.taus, args.device)
-    print((run_dir / "results.md").read_text())
-    print(f"wrote {run_dir / 'results.md'}, results.json and plots to {run_dir}")
-    return 0 if results else 1
-
-
 def sweep_main(argv: list[str]) -> int:
-    from agents.experiments import DEFAULT_TAUS, TEXT_TAUS, beta_sweep
+    """``run_rl.py sweep``: the training flags, ``--betas`` and ``--taus``."""
+    from agents.experiments.evaluation import DEFAULT_TAUS, TEXT_TAUS
+    from agents.experiments.sweep import beta_sweep
 
     parser = build_parser()
     parser.prog = "run_rl.py sweep"
@@ -369,106 +335,6 @@ def sweep_main(argv: list[str]) -> int:
     return 0
 
 
-def table_main(argv: list[str]) -> int:
-    from agents.tradeoff import BASELINES, TableConfig, TableConfigMismatch, run_table
-
-    table_defaults = TableConfig()
-    parser = argparse.ArgumentParser(
-        prog="run_rl.py table",
-        description="DynaLay against separately trained baselines (plain CNN, wider plain CNNs, "
-        "DEQ with Anderson) at equal training budget, over several seeds: tradeoff.md/.json and "
-        "tradeoff.png in --out, every model and agent checkpoint beside them. Resumable: a rerun "
-        "with the same flags skips what finished.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    add = parser.add_argument
-    add("--env", default=table_defaults.env, help=f"one of {sorted(ENV_IDS.values())}")
-    add("--seeds", type=int, nargs="+", default=list(table_defaults.seeds))
-    add("--epochs", type=positive_int, default=table_defaults.epochs)
-    add("--train-size", type=positive_int, default=table_defaults.train_size)
-    add("--widths", type=positive_int, nargs="+", default=list(table_defaults.widths))
-    add("--strides", type=positive_int, nargs="+", default=None, help="default: 1, then 2s")
-    add("--models", nargs="+", default=list(table_defaults.models), choices=list(BASELINES))
-    add("--dynalay-checkpoint", default=None, help="a trained DynaLay model (default: train one)")
-    add("--batch-size", type=positive_int, default=table_defaults.batch_size)
-    add("--lr", type=float, default=table_defaults.learning_rate, help="Adam peak rate, all models")
-    add("--betas", type=non_negative_float, nargs="+", default=list(table_defaults.betas))
-    add("--total-timesteps", type=positive_int, default=table_defaults.total_timesteps)
-    add("--num-envs", type=positive_int, default=table_defaults.num_envs)
-    add("--holdout-size", type=positive_int, default=table_defaults.holdout_size)
-    add("--data-seed", type=int, default=table_defaults.data_seed)
-    add("--eval-size", type=positive_int, default=None, help="test images (default: all)")
-    add("--data-dir", default=None)
-    add("--device", default=table_defaults.device)
-    add("--out", default=table_defaults.out, help="results directory")
-    args = parser.parse_args(argv)
-    if args.env not in ENV_IDS.values():
-        parser.error(f"unknown --env {args.env!r}; choose one of {sorted(ENV_IDS.values())}")
-    config = TableConfig(
-        env=args.env,
-        seeds=tuple(args.seeds),
-        epochs=args.epochs,
-        train_size=args.train_size,
-        widths=tuple(args.widths),
-        strides=None if args.strides is None else tuple(args.strides),
-        models=tuple(args.models),
-        dynalay_checkpoint=args.dynalay_checkpoint,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        betas=tuple(sorted(args.betas)),
-        total_timesteps=args.total_timesteps,
-        num_envs=args.num_envs,
-        holdout_size=args.holdout_size,
-        data_seed=args.data_seed,
-        eval_size=args.eval_size,
-        data_dir=args.data_dir,
-        device=args.device,
-        out=args.out,
-    )
-    try:
-        run_table(config)
-    except (TableConfigMismatch, ValueError) as error:
-        parser.error(str(error))
-    except DataNotFoundError as error:
-        print(f"run_rl.py: {error}", file=sys.stderr)
-        return 2
-    print((Path(args.out) / "tradeoff.md").read_text())
-    return 0
-
-
-def demo_main(argv: list[str]) -> int:
-    from agents.tradeoff import TableConfigMismatch, demo_config, demo_report, run_table
-
-    parser = argparse.ArgumentParser(
-        prog="run_rl.py demo",
-        description="The point of DynaLay in minutes: PPO agents trained on the Fashion-MNIST "
-        "model shipped with the package, side by side with plain CNNs (1x and 2x FLOPs) trained "
-        "here with its images, epochs and schedule, loop-all and the confidence threshold (test "
-        "accuracy, FLOPs, wall time), and the Pareto plot. Resumable like `table`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
-    )
-    parser.add_argument("--betas", type=non_negative_float, nargs="+", default=[0.03, 0.1, 0.3])
-    parser.add_argument("--total-timesteps", type=positive_int, default=50000)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="runs/demo", help="results directory")
-    args = parser.parse_args(argv)
-    started = time.perf_counter()
-    try:
-        config = demo_config(args.out, args.betas, args.total_timesteps, args.device)
-        summary = run_table(config)
-    except TableConfigMismatch as error:
-        parser.error(str(error))
-    except (DataNotFoundError, FileNotFoundError) as error:
-        print(f"run_rl.py: {error}", file=sys.stderr)
-        return 2
-    print(demo_report(summary))
-    print(
-        f"\nPareto plot: {Path(args.out) / 'tradeoff.png'}; every number: "
-        f"{Path(args.out) / 'tradeoff.md'} ({time.perf_counter() - started:.0f} s)"
-    )
-    return 0
-
-
 def _imported(module: str, name: str) -> Callable[[list[str]], int]:
     """A sub-command whose module is imported only when it runs."""
     return lambda argv: getattr(importlib.import_module(module), name)(argv)
@@ -476,11 +342,11 @@ def _imported(module: str, name: str) -> Callable[[list[str]], int]:
 
 #: ``run_rl.py <name> ...``: each takes the remaining arguments and returns the exit code.
 SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
-    "eval": eval_main,
+    "eval": _imported("agents.experiments.evaluation", "eval_main"),
     "sweep": sweep_main,
-    "table": table_main,
-    "demo": demo_main,
-    "reproduce": _imported("agents.reproduce", "reproduce_main"),
+    "table": _imported("agents.experiments.tradeoff", "table_main"),
+    "demo": _imported("agents.experiments.demo", "demo_main"),
+    "reproduce": _imported("agents.experiments.thesis", "reproduce_main"),
     "export": _imported("agents.deploy", "export_main"),
     "predict": _imported("agents.deploy", "predict_main"),
 }

@@ -1,6 +1,6 @@
 """Results as files: ``results.md`` (a table like the thesis's Table 4.1), ``results.json`` and
 PNG plots (action frequencies, reward over training, frequency/accuracy against beta, Pareto).
-Every file is written atomically.
+Every file is written atomically. Policies are told apart by their kind (:func:`policy_kind`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,24 @@ matplotlib.use("Agg")  # files only; no display needed
 import matplotlib.pyplot as plt  # noqa: E402
 
 from agents.evaluate import PolicyResult  # noqa: E402
-from agents.files import atomic_write  # noqa: E402
-from main_model.train import path_name  # noqa: E402
+from main_model.io import atomic_write  # noqa: E402
+from main_model.paths import path_name  # noqa: E402
+
+#: Display-name prefix -> kind of the policies :func:`agents.evaluate.evaluate_all` runs; any
+#: other name is an agent's (the names are also what results.json and policies.json keep).
+POLICY_KINDS = {
+    "static ": "static",
+    "loop-all with ": "loop-all",
+    "random": "random",
+    "threshold ": "threshold",
+    "oracle": "oracle",
+}
+
+
+def policy_kind(name: str) -> str:
+    """The kind of the policy called ``name``: ``static``, ``loop-all`` (a DEQ solver on every
+    block), ``random``, ``threshold``, ``oracle`` or ``agent``."""
+    return next((k for prefix, k in POLICY_KINDS.items() if name.startswith(prefix)), "agent")
 
 
 def action_names(n_actions: int) -> list[str]:
@@ -104,7 +120,7 @@ def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
     """Accuracy against compute for every policy; the threshold sweep drawn as a curve."""
     fig, ax = plt.subplots(figsize=(7, 5))
     thresholds = sorted(
-        (r for r in results if r.name.startswith("threshold")), key=lambda r: r.relative_flops
+        (r for r in results if policy_kind(r.name) == "threshold"), key=lambda r: r.relative_flops
     )
     if thresholds:
         ax.plot(
@@ -114,18 +130,29 @@ def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
             color="tab:gray",
             label="confidence threshold (tau sweep)",
         )
-    styles = {"static": ("s", "tab:blue"), "loop-all with": ("D", "tab:purple")}
-    styles.update(random=("x", "black"))
-    styles.update(oracle=("*", "tab:green"), agent=("P", "tab:red"))
+    # kind -> (marker, colour, legend label)
+    styles = {
+        "static": ("s", "tab:blue", "static"),
+        "loop-all": ("D", "tab:purple", "loop-all with"),
+        "random": ("x", "black", "random"),
+        "oracle": ("*", "tab:green", "oracle"),
+        "agent": ("P", "tab:red", "agent"),
+    }
     seen: set[str] = set()
     for r in results:
-        if r.name.startswith("threshold"):
+        kind = policy_kind(r.name)
+        if kind == "threshold":
             continue
-        kind = next((k for k in styles if r.name.startswith(k)), "agent")
-        marker, color = styles[kind]
-        label = None if kind in seen else kind
+        marker, color, label = styles[kind]
+        ax.plot(
+            r.relative_flops,
+            100 * r.accuracy,
+            marker,
+            color=color,
+            ms=9,
+            label=None if kind in seen else label,
+        )
         seen.add(kind)
-        ax.plot(r.relative_flops, 100 * r.accuracy, marker, color=color, ms=9, label=label)
         ax.annotate(r.name.replace("static ", ""), (r.relative_flops, 100 * r.accuracy), fontsize=7)
     ax.set_xlabel("mean FLOPs per sample, relative to the plain CNN (x)")
     ax.set_ylabel("test accuracy (%)")

@@ -8,12 +8,14 @@ recorded command, with nothing retrained, and fail naming each committed file th
 Every results directory was made by a resumable command (``run_rl.py table``, ``demo``,
 ``reproduce``, ``eval``). Each check copies the committed directory into a temporary copy of the
 repository's layout (the same relative paths, so the command runs exactly as recorded), deletes
-the files the command derives from its checkpoints (tables, JSON, plots, the saved settings), and
-reruns the command there with one torch thread (as the committed runs had): every checkpoint and
+the files the command derives from its checkpoints (tables, JSON, plots) and reruns the command
+there with one torch thread (as the committed runs had): every checkpoint and
 finished run is found, so only evaluation, aggregation and report writing run again. Then every
 committed file of the directory (``git ls-files``) is compared with the regenerated one byte for
-byte, except where noted below. A command that would train anything is a failure: it means a
-checkpoint is missing.
+byte, except where noted below. The saved settings (``table_config.json``,
+``reproduce_config.json``) stay: the command's own guard must accept them (it refuses a
+directory made with other settings), and they must come out unchanged. A command that would
+train anything is a failure: it means a checkpoint is missing.
 
 Where a file cannot be byte-stable its data is compared instead:
 
@@ -30,9 +32,10 @@ Where a file cannot be byte-stable its data is compared instead:
   is dropped; every other cell is compared exactly.
 - The demo (``docs/results/demo``) was made by ``make demo`` in a clean clone at ``/tmp/ci``
   (CI): its ``table_config.json``, ``tradeoff.json`` and ``tradeoff.md`` name the shipped model
-  by that clone's absolute path. The regenerated files name this checkout's shipped model; that
-  path is replaced by the recorded one before the byte comparison (the model itself is checked
-  by its digest, ``dynalay_digest`` in ``table_config.json``).
+  by that clone's absolute path. In the copy, ``table_config.json`` names this checkout's shipped
+  model instead (the command's settings guard compares the path, and the model itself by its
+  digest, ``dynalay_digest``), and in the regenerated files that path is replaced by the
+  recorded one before the byte comparison.
 
 The tables' and the reproduction's wall times (``ms_per_sample``, ``epoch_seconds``) were
 measured when their checkpoints were made and are stored in per-seed files the commands reuse,
@@ -129,7 +132,7 @@ STALE_TABLE = (
     "baselines' ms_per_sample (aggregate() needs it) and its tradeoff.md the ms / test image "
     "column; regenerating it means training it again (hours)"
 )
-TABLE_FILES = ["table_config.json", "tradeoff.json", "tradeoff.md", "tradeoff.png"]
+TABLE_FILES = ["tradeoff.json", "tradeoff.md", "tradeoff.png"]
 CHECKS = {
     "tradeoff": Check(
         "tradeoff",
@@ -180,7 +183,7 @@ CHECKS = {
             "--out",
             "docs/results/reproduction",
         ],
-        ["reproduce_config.json", "reproduction.md", *EXPERIMENT_FILES],
+        ["reproduction.md", *EXPERIMENT_FILES],
         needs=["docs/results/tradeoff"],
         compare={"fig4.4/results.json": _same_data()},
     ),  # fmt: skip
@@ -249,6 +252,14 @@ def run_check(check: Check, root: Path, timeout: float) -> list[str]:
         shutil.copy2(REPO / check.committed / relative, target / relative)
     for relative in check.derived:
         (target / relative).unlink()
+    local = _shipped_model() if check.substitute else None
+    if local is not None:  # the saved settings name CI's clone: name this checkout's instead
+        for relative in sorted(set(files) - set(check.derived)):
+            copied = (target / relative).read_bytes()
+            if CI_SHIPPED_MODEL.encode() in copied:
+                (target / relative).write_bytes(
+                    copied.replace(CI_SHIPPED_MODEL.encode(), local.encode())
+                )
     env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONHASHSEED": "0"}
     env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(REPO), env.get("PYTHONPATH")]))
     command = [sys.executable, str(REPO / "run_rl.py"), *check.command]
@@ -266,7 +277,6 @@ def run_check(check: Check, root: Path, timeout: float) -> list[str]:
     # what the table (``table: seed s: training ...``) and the reproduction print before training
     trained = [line for line in log.splitlines() if TRAINING.match(line)]
     problems = [f"{check.committed}: the command trained something: {line}" for line in trained]
-    local = _shipped_model() if check.substitute else None
     for relative in files:
         committed = (REPO / check.committed / relative).read_bytes()
         regenerated_file = target / relative

@@ -1,4 +1,5 @@
-"""Tests of ``run_rl.py reproduce`` (agents/reproduce.py) and the trainer options it relies on."""
+"""Tests of ``run_rl.py reproduce`` (agents/experiments/thesis/) end to end on tiny data, and
+of the trainer options it relies on. The verdicts on hand-made numbers: test_verdicts.py."""
 
 from __future__ import annotations
 
@@ -11,14 +12,15 @@ import torch
 from test_env import write_mnist_files
 
 import run_rl
-from agents import reproduce
 from agents.config import TrainConfig
+from agents.experiments.thesis import EXPERIMENTS, ReproduceConfig, Reproduction, pieces
+from agents.experiments.thesis.pieces import verdict_of
 from agents.report import scalars_from_events
-from agents.reproduce import EXPERIMENTS, ReproduceConfig, Reproduction
 from agents.trainer import AlternatingTrainer
 from dynalay_env.models import config_for
 from main_model import load_main_model
-from main_model.train import first_blocks_recipe, path_statistics, recipe_actions
+from main_model.paths import path_statistics
+from main_model.recipes import first_blocks_recipe, recipe_actions
 
 TINY = [
     "--env", "DynaLay-MNIST-v0", "--seeds", "0", "1", "--widths", "2", "2", "2",
@@ -48,6 +50,20 @@ def test_every_experiment_runs_on_tiny_data_resumes_and_refuses_other_settings(
         assert (folder / f"{name}.png").read_bytes()[:4] == b"\x89PNG"
         assert json.loads((folder / "results.json").read_text())
     assert (out / "reproduction.md").read_text().count("Verdict: **") == len(EXPERIMENTS)
+    # Each section's verdict is the one its own numbers give.
+    for name in EXPERIMENTS:
+        payload = json.loads((out / name / "results.json").read_text())
+        if "claims" in payload:
+            expected = verdict_of(payload["claims"])
+        else:  # Fig. 4.2 and Sec. 4.0.5: the first arm against the second
+            first, second = list(payload["arms"])[:2]
+            wins = payload[f"seeds won by {first}"][second]
+            better = (
+                payload["final"][first]["accuracy"]["mean"]
+                > (payload["final"][second]["accuracy"]["mean"])
+            )
+            expected = "reproduced" if better and wins > 1 else "not reproduced"
+        assert f"Verdict: **{expected}**" in (out / name / f"{name}.md").read_text(), name
 
     # Fig. 4.2's curves: one test point per supervised epoch, for each arm and seed.
     fig42 = json.loads((out / "fig4.2" / "results.json").read_text())
@@ -67,7 +83,7 @@ def test_every_experiment_runs_on_tiny_data_resumes_and_refuses_other_settings(
     def refuse(*args, **kwargs):
         raise AssertionError("a finished reproduction was trained again")
 
-    monkeypatch.setattr(reproduce, "train_main_model", refuse)
+    monkeypatch.setattr(pieces, "train_main_model", refuse)
     monkeypatch.setattr(AlternatingTrainer, "run", refuse)
     before = (out / "fig4.4" / "results.json").read_text()
     assert run_rl.main(argv) == 0

@@ -1,0 +1,68 @@
+"""What every study shares: its data splits, one mean ± std over seeds, one way to say what it
+is doing, and the few file helpers of its reports."""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from dynalay_env.data import load_splits
+from dynalay_env.registry import dataset_of
+from main_model.io import atomic_write
+
+
+def experiment_splits(config: Any, device) -> dict[str, Any]:
+    """The train/holdout/test splits of a study's config (anything with ``env``, ``data_dir``,
+    ``holdout_size``, ``data_seed``, ``train_size`` and ``eval_size``: the table's and the
+    reproduction's), the test split cut to ``eval_size``, on ``device``."""
+    splits = load_splits(
+        dataset_of(config.env),
+        config.data_dir,
+        config.holdout_size,
+        config.data_seed,
+        train_size=config.train_size,
+    )
+    if config.eval_size is not None and config.eval_size < len(splits["test"]):
+        splits["test"] = splits["test"].subset(torch.arange(config.eval_size))
+    return {name: split.to(device) for name, split in splits.items()}
+
+
+def sample_std(values: Any, axis: int | None = None) -> Any:
+    """The sample standard deviation (``ddof=1``) along ``axis``: the spread the tables quote as
+    "mean ± std over seeds"; 0 for a single value."""
+    array = np.asarray(values, dtype=np.float64)
+    count = array.size if axis is None else array.shape[axis]
+    return array.std(axis=axis, ddof=1) if count > 1 else np.zeros_like(array.mean(axis=axis))
+
+
+def mean_std(values: Sequence[float], count: bool = False) -> dict[str, float]:
+    """``{"mean", "std"}`` of ``values`` (the std: :func:`sample_std`), and ``"n"`` with
+    ``count``."""
+    array = np.asarray(values, dtype=np.float64)
+    stats: dict[str, Any] = {"mean": float(array.mean()), "std": float(sample_std(array))}
+    if count:
+        stats["n"] = int(array.size)
+    return stats
+
+
+def say(study: str, message: str) -> None:
+    """A study's progress line on stderr (``table: ...``, ``reproduce: ...``)."""
+    print(f"{study}: {message}", file=sys.stderr, flush=True)
+
+
+def write_text(path: Path, text: str) -> Path:
+    """``text`` at ``path``, atomically."""
+    return atomic_write(path, lambda tmp: Path(tmp).write_text(text))
+
+
+def json_scalar(value: Any) -> Any:
+    """numpy scalars (verdicts computed with numpy) as the Python values JSON knows; a
+    ``default=`` for :func:`json.dumps`."""
+    if isinstance(value, np.generic):
+        return value.item()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")

@@ -1,0 +1,126 @@
+"""``run_rl.py demo`` (``make demo``): the point of DynaLay in minutes. PPO agents on the
+Fashion-MNIST model shipped with the package, side by side with plain CNNs (1x and 2x FLOPs)
+trained here with exactly the settings the shipped model records, loop-all and the confidence
+threshold; a table (:mod:`agents.experiments.tradeoff`) with one seed.
+
+    python run_rl.py demo [--betas 0.03 0.1 0.3] [--total-timesteps 50000] [--out runs/demo]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from dynalay_env.data import DataNotFoundError, get_spec
+from dynalay_env.models import SHIPPED_DIR, shipped_model_path, shipped_model_provenance
+
+from .cli import SettingsMismatch, non_negative_float, positive_int
+from .tradeoff import TableConfig, run_table
+
+
+def demo_config(
+    out: str = "runs/demo",
+    betas: Sequence[float] = (0.03, 0.1, 0.3),
+    total_timesteps: int = 50000,
+    device: str = "auto",
+) -> TableConfig:
+    """The table for ``make demo``: the Fashion-MNIST model shipped with the package against a
+    plain CNN and one about 2x wider in FLOPs, trained here with exactly the settings the shipped
+    model records (same images, epochs, batch, schedule, seed), and PPO agents trained here on
+    the shipped model."""
+    spec = get_spec("FashionMNIST")
+    checkpoint, provenance = shipped_model_path(spec), shipped_model_provenance(spec)
+    if checkpoint is None or provenance is None:
+        raise FileNotFoundError(
+            f"no shipped FashionMNIST model in {SHIPPED_DIR}; reinstall the package, or make one "
+            "with `python -m dynalay_env.pretrain --dataset FashionMNIST --output "
+            f"{SHIPPED_DIR / 'FashionMNIST.pt'}`"
+        )
+    settings, model = provenance["settings"], provenance["config"]
+    return TableConfig(
+        env="DynaLay-FashionMNIST-v0",
+        seeds=(settings["seed"],),
+        epochs=settings["epochs"],
+        train_size=settings["train_size"],
+        widths=tuple(model["widths"]),
+        strides=tuple(model["strides"]),
+        models=("plain", "plain-2x"),
+        dynalay_checkpoint=str(checkpoint),
+        batch_size=settings["batch_size"],
+        learning_rate=settings["lr"],
+        betas=tuple(sorted(betas)),
+        total_timesteps=total_timesteps,
+        holdout_size=settings["holdout_size"],
+        data_seed=settings["data_seed"],
+        device=device,
+        out=out,
+    )
+
+
+def demo_report(summary: dict[str, Any]) -> str:
+    """The agents side by side with the plain CNN, loop-all and the confidence threshold, and
+    whether each agent is at least as accurate as the separately trained plain CNN."""
+    rows = summary["rows"]
+    plain = rows["plain"]
+    loops = [n for n in rows if n.startswith("DynaLay static loop-")]
+    loop_all = max(loops, key=lambda name: int(name.rsplit("-", 1)[1]))
+    shown = [n for n, r in rows.items() if r["kind"] == "separately trained"]
+    shown += ["DynaLay static NOP (plain CNN)", loop_all]
+    shown += [n for n, r in rows.items() if r["kind"] in ("threshold", "agent")]
+    lines = [
+        f"{'':44s} {'test acc':>9s} {'FLOPs':>7s} {'ms/image':>9s}",
+    ]
+    for name in shown:
+        row = rows[name]
+        label = {"plain": "plain CNN (trained here, same budget)"}.get(name, name)
+        wall = row.get("ms_per_sample", {}).get("mean")
+        lines.append(
+            f"{label:44s} {100 * row['accuracy']['mean']:8.2f}% "
+            f"{row['relative_flops']['mean']:6.2f}x {'' if wall is None else f'{wall:9.3f}'}"
+        )
+    lines.append("")
+    for name, row in rows.items():
+        if row["kind"] == "agent":
+            gain = 100 * (row["accuracy"]["mean"] - plain["accuracy"]["mean"])
+            verdict = "yes" if gain >= 0 else "NO"
+            lines.append(
+                f"{name}: {gain:+.2f} points over the plain CNN at "
+                f"{row['relative_flops']['mean']:.2f}x its FLOPs -> at least as accurate: {verdict}"
+            )
+    return "\n".join(lines)
+
+
+def demo_main(argv: list[str]) -> int:
+    """``run_rl.py demo``: the demo's table, then its report."""
+    parser = argparse.ArgumentParser(
+        prog="run_rl.py demo",
+        description="The point of DynaLay in minutes: PPO agents trained on the Fashion-MNIST "
+        "model shipped with the package, side by side with plain CNNs (1x and 2x FLOPs) trained "
+        "here with its images, epochs and schedule, loop-all and the confidence threshold (test "
+        "accuracy, FLOPs, wall time), and the Pareto plot. Resumable like `table`.",
+        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
+    )
+    parser.add_argument("--betas", type=non_negative_float, nargs="+", default=[0.03, 0.1, 0.3])
+    parser.add_argument("--total-timesteps", type=positive_int, default=50000)
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--out", default="runs/demo", help="results directory")
+    args = parser.parse_args(argv)
+    started = time.perf_counter()
+    try:
+        config = demo_config(args.out, args.betas, args.total_timesteps, args.device)
+        summary = run_table(config)
+    except SettingsMismatch as error:
+        parser.error(str(error))
+    except (DataNotFoundError, FileNotFoundError) as error:
+        print(f"run_rl.py: {error}", file=sys.stderr)
+        return 2
+    print(demo_report(summary))
+    print(
+        f"\nPareto plot: {Path(args.out) / 'tradeoff.png'}; every number: "
+        f"{Path(args.out) / 'tradeoff.md'} ({time.perf_counter() - started:.0f} s)"
+    )
+    return 0
