@@ -21,6 +21,8 @@ from main_model.cost import linear_flops
 from main_model.fpi import BACKWARDS, LOOP_OPERATORS, NORMS, SPECTRAL_NORMS, FPIBlock
 
 SOLVERS = ("fpi", "anderson", "broyden")
+#: How a loop step's logits are read out (``DynaLayConfig.loop_readout``).
+LOOP_READOUTS = ("shared", "head", "residual")
 #: Per-position predictions show their this many largest probabilities (NetState.class_probabilities).
 TOP_PROBABILITIES = 8
 
@@ -99,15 +101,18 @@ class DynaLayConfig(FPIConfig):
             (Jacobian-free: one step).
         feedback: a loop also sees the class probabilities the network concluded before the
             step (top-down feedback, :class:`~main_model.fpi.FPIBlock`).
-        loop_head: loop steps read out with a linear head of their own (the straight pass
-            keeps ``head``).
+        loop_readout: how a loop step's logits are read out (:data:`LOOP_READOUTS`):
+            ``shared`` (the head, as the straight pass), ``head`` (a linear head of the loop's
+            own) or ``residual`` (the logits before the step plus a correction by the loop's
+            own head, zero at initialisation: with ``max_steps`` 1 the loop learns what the
+            straight pass got wrong, a boosting stage; the K additions are not counted).
     """
 
     LEGACY_DEFAULTS = {
         "loop_operator": "conv3x3",
         "backward": "ift",
         "feedback": False,
-        "loop_head": False,
+        "loop_readout": "shared",
     }
 
     in_channels: int = 3
@@ -131,7 +136,7 @@ class DynaLayConfig(FPIConfig):
     phantom_steps: int = 5
     phantom_tau: float = 0.5
     feedback: bool = False
-    loop_head: bool = False
+    loop_readout: str = "shared"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -156,6 +161,10 @@ class DynaLayConfig(FPIConfig):
             problems.append(
                 f"loop_rank must be in [0, {min(self.widths or (0,))}] (0: a quarter of each "
                 f"block's channels), got {self.loop_rank}"
+            )
+        if self.loop_readout not in LOOP_READOUTS:
+            problems.append(
+                f"loop_readout must be one of {LOOP_READOUTS}, got {self.loop_readout!r}"
             )
         if self.backward not in BACKWARDS:
             problems.append(f"backward must be one of {BACKWARDS}, got {self.backward!r}")
@@ -280,8 +289,9 @@ class FPINetwork(nn.Module):
         """Logits from the last block's output z."""
         raise NotImplementedError
 
-    def loop_readout(self, z: Tensor) -> Tensor:
-        """Logits after a loop step (the same readout unless the network has a loop head)."""
+    def loop_readout(self, z: Tensor, previous_logits: Tensor) -> Tensor:
+        """Logits after a loop step from the last block's output z and the logits before the
+        step: the same readout unless the network reads loops out its own way."""
         return self.readout(z)
 
     def _check_inputs(self, inputs: Tensor) -> None:
@@ -422,7 +432,7 @@ class FPINetwork(nn.Module):
         new_state = NetState(
             z=tuple(z),
             injection=tuple(injections),
-            logits=self.loop_readout(z[-1]),
+            logits=self.loop_readout(z[-1], state.logits),
             residual=torch.stack(residual, dim=1),
         )
         # Unlooped blocks have 0 iterations, so every loop action's FLOPs take one formula.
@@ -525,10 +535,14 @@ class DynaLayNet(FPINetwork):
         self.blocks = nn.ModuleList(blocks)
         self.head = nn.Linear(channels, self.config.num_classes)
         # A loop's own linear readout (same FLOPs as the head): the looped state's conclusion
-        # need not be the straight one's.
-        self.loop_head = (
-            nn.Linear(channels, self.config.num_classes) if self.config.loop_head else None
-        )
+        # need not be the straight one's. As a residual it starts at zero: a loop first
+        # answers what the network answered before it, then learns to correct it.
+        self.loop_head = None
+        if self.config.loop_readout != "shared":
+            self.loop_head = nn.Linear(channels, self.config.num_classes)
+            if self.config.loop_readout == "residual":
+                nn.init.zeros_(self.loop_head.weight)
+                nn.init.zeros_(self.loop_head.bias)
         #: What the model was trained on (dataset, training rows, recipe), saved with its
         #: checkpoints; whoever trains it fills it in (``dynalay_env.data.training_provenance``).
         self.provenance: dict[str, Any] = {}
@@ -542,10 +556,16 @@ class DynaLayNet(FPINetwork):
         """(B, K) logits: the head on the global-average-pooled last block."""
         return self.head(z.mean(dim=(2, 3)))
 
-    def loop_readout(self, z: Tensor) -> Tensor:
-        """(B, K) logits after a loop step: ``loop_head`` when the config has one."""
-        head = self.head if self.loop_head is None else self.loop_head
-        return head(z.mean(dim=(2, 3)))
+    def loop_readout(self, z: Tensor, previous_logits: Tensor) -> Tensor:
+        """(B, K) logits after a loop step (``config.loop_readout``): the head (``shared``),
+        ``loop_head`` (``head``), or ``residual``: the logits before the step (detached: the
+        straight pass is not trained through it) plus ``loop_head``'s correction."""
+        if self.loop_head is None:
+            return self.head(z.mean(dim=(2, 3)))
+        logits = self.loop_head(z.mean(dim=(2, 3)))
+        if self.config.loop_readout == "residual":
+            return previous_logits.detach() + logits
+        return logits
 
     def _check_inputs(self, images: Tensor) -> None:
         expected = (self.config.in_channels, self.config.image_size, self.config.image_size)

@@ -202,18 +202,64 @@ def test_config_defaults_and_legacy_checkpoints():
         DynaLayConfig(widths=(4, 8), loop_rank=5)
 
 
-def test_loop_head_reads_out_loop_steps_only():
+@pytest.mark.parametrize("readout", ["head", "residual"])
+def test_loop_readout_reads_out_loop_steps_only(readout):
     base = dict(in_channels=1, image_size=8, num_classes=3, widths=(4, 6), strides=(2, 2))
     torch.manual_seed(0)
-    net = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", loop_head=True)).eval()
+    net = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", loop_readout=readout)).eval()
     images = torch.randn(4, 1, 8, 8)
     with torch.no_grad():
+        net.loop_head.weight.normal_()  # a residual head starts at zero: give it a value
         out = net.straight(images)
         pooled = out.state.z[-1].mean(dim=(2, 3))
         torch.testing.assert_close(out.state.logits, net.head(pooled))  # straight: the head
         step = net.step(out.state, torch.tensor([1, 0, 2, 1]))
         looped = step.state.z[-1].mean(dim=(2, 3))
         expected = net.loop_head(looped)
+        if readout == "residual":  # the logits before the step plus the loop's correction
+            expected = expected + out.state.logits
         torch.testing.assert_close(step.state.logits[[0, 2, 3]], expected[[0, 2, 3]])
         torch.testing.assert_close(step.state.logits[1], out.state.logits[1])  # NOP row
-    assert not torch.allclose(net.loop_head.weight, net.head.weight)
+    fresh = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", loop_readout="residual"))
+    assert fresh.loop_head.weight.abs().sum() == 0  # a residual loop starts as "no change"
+
+
+def test_residual_readout_trains_the_loop_not_the_straight_head():
+    base = dict(in_channels=1, image_size=8, num_classes=3, widths=(4, 6), strides=(2, 2))
+    torch.manual_seed(0)
+    net = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", loop_readout="residual"))
+    net.train()
+    out = net.straight(torch.randn(4, 1, 8, 8))
+    logits = net.step(out.state, torch.full((4,), 2)).state.logits
+    logits.sum().backward()
+    assert net.head.weight.grad is None  # the previous logits enter detached
+    assert net.loop_head.weight.grad is not None
+
+
+def test_loop_weighting_against_hand_computed_losses():
+    from main_model.recipes import Recipe
+    from main_model.train import sample_losses
+
+    straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]))
+    loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    labels = torch.tensor([0, 0, 1])
+    actions = torch.tensor([1, 2, 0])  # the third sample takes NOP: no loop loss
+    ce_straight = -torch.log(torch.tensor([0.9, 0.4, 0.5]))
+    ce_loop = -torch.log(torch.tensor([0.8, 0.3, 0.4]))
+    uniform, _ = sample_losses(straight, loop, labels, actions, train_straight=True)
+    torch.testing.assert_close(uniform, ce_straight + ce_loop * torch.tensor([1.0, 1.0, 0.0]))
+    # hard: 1 - p_straight(label) = 0.1, 0.6 over the two looped samples, mean 0.35
+    hard, _ = sample_losses(
+        straight, loop, labels, actions, train_straight=True, loop_weighting="hard"
+    )
+    weights = torch.tensor([0.1 / 0.35, 0.6 / 0.35, 0.0])
+    torch.testing.assert_close(hard, ce_straight + ce_loop * weights)
+    # unsure: 1 - max p_straight = 0.1, 0.4, mean 0.25
+    unsure, _ = sample_losses(
+        straight, loop, labels, actions, train_straight=True, loop_weighting="unsure"
+    )
+    torch.testing.assert_close(unsure, ce_straight + ce_loop * torch.tensor([0.4, 1.6, 0.0]))
+    with pytest.raises(ValueError, match="loop_weighting must be one of"):
+        Recipe("x", 1, None, True, loop_weighting="focal")
+    with pytest.raises(ValueError, match="needs train_straight"):
+        Recipe("x", 1, None, False, loop_weighting="hard")
