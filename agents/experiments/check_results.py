@@ -126,11 +126,11 @@ def _same_but_last_column(committed: bytes, regenerated: bytes) -> bool:
 
 
 STALE_TABLE = (
-    "made by the table code of 2026-11-24 (commit eb32f78), which today's refuses and cannot "
-    "rewrite: its models use the power-iteration norm (today's default is spectral_norm='fft', "
-    "part of the settings the table checks, and no flag sets it), its records predate the "
-    "baselines' ms_per_sample (aggregate() needs it) and its tradeoff.md the ms / test image "
-    "column; regenerating it means training it again (hours)"
+    "made by the table code of 2026-11-24 (commit eb32f78): its models use the power-iteration "
+    "norm, which today's `run_rl.py table` does not train (spectral_norm='fft' is the default, "
+    "part of the settings its guard compares, and no flag sets it), so the recorded command "
+    "refuses the directory; its tradeoff.md also predates the ms / test image column. "
+    "Regenerating it means training it again (hours)"
 )
 TABLE_FILES = ["tradeoff.json", "tradeoff.md", "tradeoff.png"]
 CHECKS = {

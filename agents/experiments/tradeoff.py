@@ -243,10 +243,13 @@ def check_settings(config: TableConfig, out: Path, dynalay: DynaLayNet | None) -
 
 def _read_settings(saved: dict[str, Any]) -> dict[str, Any]:
     """A saved table_config.json as today's settings: its model config read as a checkpoint's
-    is (a field added since, absent there, has the value those models were trained with)."""
+    is (a field added since, absent there, has the value those models were trained with:
+    ``DynaLayConfig.LEGACY_DEFAULTS``, and power iteration for ``spectral_norm``, as
+    ``main_model.checkpoint`` reads a checkpoint from before that field)."""
     if "model_config" not in saved:
         return saved
-    return {**saved, "model_config": DynaLayConfig.from_dict(saved["model_config"]).to_dict()}
+    legacy = {"spectral_norm": "power", **saved["model_config"]}
+    return {**saved, "model_config": DynaLayConfig.from_dict(legacy).to_dict()}
 
 
 def validate(config: TableConfig) -> DynaLayNet | None:
