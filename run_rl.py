@@ -24,13 +24,15 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 
-from agents.config import HYPERPARAMS_FILE, RunConfigMismatch, TrainConfig, load_run_config
-from agents.trainer import ALGORITHMS, AlternatingTrainer
+import main_model.distributed as distributed
+from agents.algorithms import ALGORITHMS, HYPERPARAMS_FILE
+from agents.config import RunConfigMismatch, TrainConfig, load_run_config
+from agents.trainer import AlternatingTrainer
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
-from dynalay_env.core import PENALTIES
 from dynalay_env.data import SplitOverlapError
-from main_model import distributed
-from main_model.train import RECIPES, path_name
+from dynalay_env.mdp import PENALTIES
+from main_model.paths import path_name
+from main_model.recipes import RECIPES
 
 DEFAULTS = TrainConfig()
 #: What train and sweep accept: the image ids and the text ids (the table's baselines are CNNs).

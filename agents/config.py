@@ -1,4 +1,6 @@
-"""All hyperparameters of a DynaLay training run in one dataclass (CleanRL style)."""
+"""All hyperparameters of a DynaLay training run in one dataclass (CleanRL style), and the
+run directory's ``config.yaml``: written once, checked on every resume (:func:`check_run_config`
+refuses a directory made with other settings)."""
 
 from __future__ import annotations
 
@@ -9,7 +11,9 @@ from typing import Any
 
 import yaml
 
-HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
+from dynalay_env.mdp import MDPConfig
+from main_model.io import atomic_write
+
 CONFIG_FILE = "config.yaml"  # in a run directory: the run's resolved TrainConfig
 
 
@@ -38,11 +42,13 @@ class TrainConfig:
     recipe: str = "dynalay"  # main-model training recipe (main_model.train.RECIPES)
     supervised_epochs: int = 1
     exploration: float = 0.2  # share of uniformly random paths in supervised phases
-    alpha: float = 0.5  # thesis
-    beta: float = 0.3  # thesis
+    # The reward's settings (dynalay_env.mdp.MDPConfig, whose defaults are the thesis's); kept
+    # flat here, as config.yaml has always written them; `mdp` gathers them.
+    alpha: float = MDPConfig.alpha
+    beta: float = MDPConfig.beta
     gamma_loss: float = 0.2  # thesis: L = CE - gamma * R
-    max_steps: int = 1  # 1 = the thesis's one-shot choice
-    penalty: str = "consecutive"  # reward's last factor: "consecutive" count or chosen "layer"
+    max_steps: int = MDPConfig.max_steps  # 1 = the thesis's one-shot choice
+    penalty: str = MDPConfig.penalty  # reward's last factor: "consecutive" count or "layer" k
     batch_size: int = 64  # thesis
     learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
     widths: tuple[int, ...] = (64, 128, 256)  # thesis
@@ -56,6 +62,11 @@ class TrainConfig:
     logdir: str = "runs"
     conf: str | None = None
     algo_kwargs: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def mdp(self) -> MDPConfig:
+        """The run's reward settings as one object (checked: a bad value raises here)."""
+        return MDPConfig(self.alpha, self.beta, self.max_steps, self.penalty)
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)
@@ -119,14 +130,24 @@ def load_run_config(run_dir: Path) -> TrainConfig:
     return TrainConfig.from_dict(saved)
 
 
+def check_run_config(run_dir: Path, config: TrainConfig) -> bool:
+    """Whether ``run_dir`` already holds a run of ``config``: True when its config.yaml is
+    ``config``, False when it has none; :class:`RunConfigMismatch` (naming every difference)
+    when it was made with other settings, whose phases must never be reused or mixed."""
+    if not (Path(run_dir) / CONFIG_FILE).is_file():
+        return False
+    differences = load_run_config(run_dir).differences(config)
+    if differences:
+        raise RunConfigMismatch(run_dir, differences)
+    return True
+
+
+def write_run_config(run_dir: Path, config: TrainConfig, resolved_device: Any) -> Path:
+    """Save ``config`` as ``run_dir/config.yaml`` (atomically), with the device it resolved to."""
+    resolved = {**config.to_dict(), "resolved_device": str(resolved_device)}
+    text = yaml.safe_dump(resolved, sort_keys=False)
+    return atomic_write(Path(run_dir) / CONFIG_FILE, lambda tmp: Path(tmp).write_text(text))
+
+
 def _plain(values: Any) -> Any:
     return yaml.safe_load(yaml.safe_dump(values))
-
-
-def algo_hyperparams(algo: str, env_id: str, conf: str | None = None) -> dict[str, Any]:
-    """The algorithm's keyword arguments: ``default`` then the env's own, from the YAML file."""
-    path = Path(conf) if conf else HYPERPARAMS_FILE
-    with open(path) as handle:
-        table = yaml.safe_load(handle) or {}
-    per_algo = table.get(algo, {})
-    return {**per_algo.get("default", {}), **per_algo.get(env_id, {})}

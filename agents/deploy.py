@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pickle
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,11 +28,11 @@ from torch import nn
 from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as image_functional
 
+from agents.algorithms import load_saved_agent
 from agents.config import load_run_config
-from agents.experiments import final_checkpoints
-from agents.files import AGENT_FILE, MODEL_FILE, NORMALIZE_FILE
-from agents.trainer import ALGORITHMS, dataset_of
+from agents.files import MODEL_FILE, final_checkpoints
 from dynalay_env.data import get_spec
+from dynalay_env.registry import dataset_of
 from main_model import CheckpointError, DynaLayNet, load_main_model
 from main_model.adaptive import (
     ACTIVATIONS,
@@ -42,7 +41,7 @@ from main_model.adaptive import (
     PolicyNetwork,
 )
 from main_model.checkpoint import state_digest
-from main_model.train import path_name
+from main_model.paths import path_name
 
 
 # ----- extraction -----------------------------------------------------------------------------
@@ -127,11 +126,8 @@ def classifier_from_run(run_dir: Path) -> AdaptiveClassifier:
             f"{run_dir} trained a {type(model).__name__} on {config.env}: export supports the "
             f"image networks (DynaLayNet) only"
         )
-    agent = ALGORITHMS[config.algo].load(folder / AGENT_FILE, device="cpu")
-    normalizer = None
-    if (folder / NORMALIZE_FILE).is_file():
-        with open(folder / NORMALIZE_FILE, "rb") as handle:
-            normalizer = normalizer_from(pickle.load(handle))  # pickled without its venv
+    agent, stats = load_saved_agent(folder, config.algo, device="cpu")
+    normalizer = None if stats is None else normalizer_from(stats)
     dataset = dataset_of(config.env)
     spec = get_spec(dataset)
     metadata = {

@@ -19,9 +19,10 @@ from typing import Any
 
 import numpy as np
 
+from dynalay_env.build import sequential_core
 from dynalay_env.core import DynaLayCore
-from dynalay_env.models import iterate_batches
-from main_model.train import path_statistics
+from main_model.paths import path_statistics
+from main_model.train import iterate_batches
 
 #: Maps (B, D) observations to (B,) actions.
 Policy = Callable[[np.ndarray], np.ndarray]
@@ -189,50 +190,17 @@ def oracle_result(static_results: list[PolicyResult]) -> PolicyResult:
     )
 
 
-def sequential_core(
-    model,
-    split,
-    *,
-    alpha: float,
-    beta: float,
-    max_steps: int,
-    device,
-    penalty: str = "consecutive",
-    episodes: int | None = None,
-    max_slots: int = 1024,
-    solver: str = "fpi",
-) -> tuple[DynaLayCore, int]:
-    """A core walking ``split`` in order, and how many episodes cover it (or ``episodes``)."""
-    count = min(episodes or len(split), len(split))
-    core = DynaLayCore(
-        model,
-        split,
-        min(count, max_slots),
-        alpha=alpha,
-        beta=beta,
-        max_steps=max_steps,
-        sequential=True,
-        device=device,
-        penalty=penalty,
-        solver=solver,
-    )
-    return core, count
-
-
-def make_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
-    """A fresh sequential core on the same model, split and reward settings as ``base``."""
-    return DynaLayCore(
+def fresh_core(base: DynaLayCore, solver: str = "fpi") -> DynaLayCore:
+    """A fresh sequential core like ``base`` (model, split, slots, MDP), with ``solver``."""
+    core, _ = sequential_core(
         base.model,
         base.split,
-        base.num_slots,
-        alpha=base.alpha,
-        beta=base.beta,
-        max_steps=base.max_steps,
-        sequential=True,
+        mdp=base.mdp,
         device=base.device,
+        max_slots=base.num_slots,
         solver=solver,
-        penalty=base.penalty,
     )
+    return core
 
 
 def best_loop_on(model, split, batch_size: int = 500) -> int:
@@ -263,7 +231,7 @@ def evaluate_all(
 
     def run(name: str, policy: Policy, solver: str = "fpi", parameter: float | None = None):
         say(name)
-        result = run_policy(make_core(base, solver), policy, episodes, name)
+        result = run_policy(fresh_core(base, solver), policy, episodes, name)
         result.parameter = parameter
         results.append(result)
         return result
@@ -271,7 +239,7 @@ def evaluate_all(
     n_actions = base.n_actions
     # One untimed wave first: the first policy's ms/sample would otherwise also pay the
     # process's one-off costs (allocator, thread pools, lazy initialisation).
-    run_policy(make_core(base), static_policy(n_actions - 1), min(episodes, base.num_slots))
+    run_policy(fresh_core(base), static_policy(n_actions - 1), min(episodes, base.num_slots))
     statics = [
         run("static NOP (plain CNN)" if k == 0 else f"static loop-{k}", static_policy(k))
         for k in range(n_actions)

@@ -11,7 +11,8 @@ A phase counts as done only when its manifest exists and every file it lists sti
 checksum: a crash between two writes, a truncated copy or a flipped byte leaves a phase that is
 not trusted, never a main model paired with another phase's agent or statistics. Each phase's
 files are complete by themselves, so a phase can be re-run from the previous phase's folder.
-Every write goes through :func:`atomic_write` (fsync'd file, rename, fsync'd folder).
+Every write goes through :func:`main_model.io.atomic_write` (fsync'd file, rename, fsync'd
+folder).
 """
 
 from __future__ import annotations
@@ -24,7 +25,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from main_model.checkpoint import atomic_write, fsync_directory, write_json_atomic
+from agents.config import load_run_config
+from main_model.io import fsync_directory, write_json_atomic
 
 __all__ = [
     "AGENT_FILE",
@@ -34,9 +36,8 @@ __all__ = [
     "PhaseInvalid",
     "PhaseRecord",
     "RunDirectory",
-    "atomic_write",
+    "final_checkpoints",
     "sha256_file",
-    "write_json_atomic",
 ]
 
 MODEL_FILE = "main_model.pt"
@@ -193,3 +194,8 @@ class RunDirectory:
             parent = folder.parent  # round1/ once its rl/ and supervised/ are both gone
             if parent != self.checkpoints and not any(parent.iterdir()):
                 parent.rmdir()
+
+
+def final_checkpoints(run_dir: Path) -> Path:
+    """The folder with the run's final main model and agent (its last complete phase's)."""
+    return RunDirectory(run_dir).final_folder(load_run_config(run_dir).phases())

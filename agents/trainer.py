@@ -35,33 +35,24 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
-import logging
-import os
-import sys
 import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
-import yaml
-from stable_baselines3 import A2C, DQN, PPO
 from stable_baselines3.common.base_class import BaseAlgorithm
-from stable_baselines3.common.logger import (
-    CSVOutputFormat,
-    HumanOutputFormat,
-    Logger,
-    make_output_format,
-)
+from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.off_policy_algorithm import OffPolicyAlgorithm
 from stable_baselines3.common.utils import set_random_seed
 from stable_baselines3.common.vec_env import VecNormalize
 from torch.utils.tensorboard import SummaryWriter
-from tqdm.auto import tqdm
 
+import main_model.distributed as distributed
+from agents.algorithms import ALGORITHMS, algo_hyperparams
 from agents.callbacks import DynaLayMetricsCallback
-from agents.config import CONFIG_FILE, RunConfigMismatch, TrainConfig, algo_hyperparams
-from agents.evaluate import PolicyResult, run_policy, sequential_core
+from agents.config import CONFIG_FILE, TrainConfig, check_run_config, write_run_config
+from agents.evaluate import PolicyResult, run_policy
 from agents.files import (
     AGENT_FILE,
     MODEL_FILE,
@@ -69,61 +60,21 @@ from agents.files import (
     REPLAY_BUFFER_FILE,
     PhaseRecord,
     RunDirectory,
-    atomic_write,
-    write_json_atomic,
 )
+from agents.sb3_logging import configure_run_log, log, sb3_logger
 from agents.vec_env import make_sb3_vec_env
-from dynalay_env import ENV_IDS, TEXT_ENV_IDS
-from dynalay_env.core import first_observation
-from dynalay_env.data import load_splits, training_provenance
-from dynalay_env.models import (
-    iterate_batches,
-    model_config_for,
-    new_main_model,
-    pretrain_main_model,
-    resolve_device,
-)
-from main_model import (
-    DynaLayConfig,
-    DynaLayNet,
-    DynaLaySeqConfig,
-    distributed,
-    load_main_model,
-    save_main_model,
-)
+from dynalay_env.build import sequential_core
+from dynalay_env.data import load_splits
+from dynalay_env.models import model_config_for
+from dynalay_env.registry import dataset_of
+from main_model import DynaLayConfig, DynaLayNet, DynaLaySeqConfig, load_main_model, save_main_model
 from main_model.checkpoint import state_digest
-from main_model.train import get_recipe, per_sample, train_epoch, training_forward
-
-ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-
-
-class ContinuedCSVOutputFormat(CSVOutputFormat):
-    """SB3's CSV log, continued where a previous process left it instead of emptied: the
-    header's columns are read back, new rows go at the end (SB3 rewrites the file in place
-    when a new column appears, which works the same on a reopened file)."""
-
-    def __init__(self, filename: str) -> None:
-        path = Path(filename)
-        if not path.is_file() or path.stat().st_size == 0:
-            super().__init__(filename)
-            return
-        super().__init__(os.devnull)  # separator, quote character; no file of its own yet
-        self.file.close()
-        self.file = open(path, "r+")  # closed by the logger, as SB3's own
-        header = self.file.readline().rstrip("\n")
-        self.keys = header.split(self.separator) if header else []
-        self.file.seek(0, os.SEEK_END)
-
-
-log = logging.getLogger("dynalay")
-
-
-def dataset_of(env_id: str) -> str:
-    known = {**ENV_IDS, **TEXT_ENV_IDS}
-    for dataset, known_id in known.items():
-        if known_id == env_id:
-            return dataset
-    raise ValueError(f"unknown env id {env_id!r}; choose one of {sorted(known.values())}")
+from main_model.distributed import resolve_device
+from main_model.io import atomic_write, write_json_atomic
+from main_model.observation import first_observation
+from main_model.paths import per_sample
+from main_model.progress import progress_bar
+from main_model.train import EpochStats, fit, iterate_batches, new_main_model, pretrain_main_model
 
 
 def phase_seed(seed: int, phase: str) -> int:
@@ -160,7 +111,7 @@ class AlternatingTrainer:
             dict(normalize) if isinstance(normalize, dict) else ({} if normalize else None)
         )
         self._write_config()
-        self._setup_logging()
+        configure_run_log(self.run_dir, distributed.is_main_process())
         self.splits = self._load_data()
         self.model: DynaLayNet | None = None
         self.agent: BaseAlgorithm | None = None
@@ -175,16 +126,6 @@ class AlternatingTrainer:
         self.phase_seed = config.seed  # the seed of the phase under way (phase_seed)
 
     # ----- setup ------------------------------------------------------------------------------
-    def _setup_logging(self) -> None:
-        if not distributed.is_main_process():  # rank 0 keeps the log; the others only warn
-            log.handlers = [logging.StreamHandler(sys.stderr)]
-            log.setLevel(logging.WARNING)
-            return
-        handler = logging.FileHandler(self.run_dir / "log.txt")
-        handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-        log.handlers = [handler, logging.StreamHandler(sys.stderr)]
-        log.setLevel(logging.INFO)
-
     def _write_config(self) -> None:
         """:meth:`_write_or_check_config`; then, under torchrun, every rank must see rank 0's."""
         self._write_or_check_config()
@@ -200,19 +141,9 @@ class AlternatingTrainer:
         """Save the resolved config (rank 0), or check that the one already in ``run_dir`` is
         the same (every rank)."""
         resolved_config = dataclasses.replace(self.config, algo_kwargs=self.algo_kwargs)
-        config_file = self.run_dir / CONFIG_FILE
-        if config_file.is_file():
-            saved = yaml.safe_load(config_file.read_text())
-            saved.pop("resolved_device", None)
-            differences = TrainConfig.from_dict(saved).differences(resolved_config)
-            if differences:
-                raise RunConfigMismatch(self.run_dir, differences)
+        if check_run_config(self.run_dir, resolved_config) or not distributed.is_main_process():
             return
-        if not distributed.is_main_process():
-            return
-        resolved = {**resolved_config.to_dict(), "resolved_device": str(self.device)}
-        text = yaml.safe_dump(resolved, sort_keys=False)
-        atomic_write(config_file, lambda tmp: Path(tmp).write_text(text))
+        write_run_config(self.run_dir, resolved_config, self.device)
 
     def _load_data(self):
         config = self.config
@@ -262,28 +193,16 @@ class AlternatingTrainer:
             model=self.model,
             splits=self.splits,
             split="holdout",
-            alpha=config.alpha,
-            beta=config.beta,
-            max_steps=config.max_steps,
-            penalty=config.penalty,
+            mdp=config.mdp,
             device=str(self.device),
         )
 
     def _tensorboard_logger(self) -> Logger:
-        """One SB3 logger per process: TensorBoard events, ``tb/log.txt`` and ``tb/progress.csv``,
-        the last two continued (not emptied, as SB3's own formats would) when a resumed run
-        reopens them; one that writes nothing on ranks other than 0."""
-        if self._sb3_logger is None and not distributed.is_main_process():
-            self._sb3_logger = Logger(folder=None, output_formats=[])
+        """One SB3 logger per process (:func:`agents.sb3_logging.sb3_logger`): ``tb/`` on rank 0,
+        nothing on the others."""
         if self._sb3_logger is None:
-            folder = self.run_dir / "tb"
-            folder.mkdir(parents=True, exist_ok=True)
-            formats = [
-                make_output_format("tensorboard", str(folder)),
-                HumanOutputFormat(open(folder / "log.txt", "a")),  # kept open by the logger
-                ContinuedCSVOutputFormat(str(folder / "progress.csv")),
-            ]
-            self._sb3_logger = Logger(folder=str(folder), output_formats=formats)
+            main = distributed.is_main_process()
+            self._sb3_logger = sb3_logger(self.run_dir / "tb" if main else None)
         return self._sb3_logger
 
     # ----- phases ---------------------------------------------------------------------------
@@ -382,7 +301,7 @@ class AlternatingTrainer:
             torch.manual_seed(config.seed)
             self.model = new_main_model(self._model_config(), self.splits["train"]).to(self.device)
             self.model.provenance = {
-                **training_provenance(self.splits["train"]),  # the rounds train on these rows
+                **self.splits["train"].training_provenance(),  # the rounds train on these rows
                 "recipe": config.recipe,
                 "epochs": 0,
             }
@@ -463,33 +382,11 @@ class AlternatingTrainer:
         # rank 0's files on every rank, chooses for the whole global batch on each rank
         # (train_epoch), so exploration draws what one process would draw.
         distributed.check_batches(len(self.splits["train"]), config.batch_size)
-        forward = training_forward(self.model)
-        # The pre-training's cosine schedule ended near zero: fine-tune from a tenth of its
-        # peak rate, decayed over the phase, rather than jolting the model at the peak rate.
-        optimizer = torch.optim.Adam(self.model.parameters(), lr=config.learning_rate / 10)
         total = -(-len(self.splits["train"]) // config.batch_size)
-        scheduler = torch.optim.lr_scheduler.CosineAnnealingLR(
-            optimizer, total * config.supervised_epochs
-        )
         generator = torch.Generator().manual_seed(config.seed * 1000 + round_index)
         logger = self.agent.logger
-        for epoch in range(config.supervised_epochs):
-            batches = iterate_batches(self.splits["train"], config.batch_size, generator)
-            with tqdm(
-                total=total,
-                desc=f"supervised round {round_index} epoch {epoch + 1}",
-                disable=not distributed.is_main_process(),
-            ) as bar:
-                stats = train_epoch(
-                    self.model,
-                    optimizer,
-                    batches,
-                    self._agent_actions,
-                    lambda _: bar.update(1),
-                    train_straight=get_recipe(config.recipe).train_straight,
-                    scheduler=scheduler,
-                    forward=forward,
-                )
+
+        def log_epoch(epoch: int, stats: EpochStats) -> None:
             logger.record("supervised/loss", stats.loss)
             logger.record("supervised/accuracy", stats.accuracy)
             # The thesis's total loss L = CE - gamma * R; R (the agent's mean episode reward)
@@ -507,7 +404,29 @@ class AlternatingTrainer:
                 test = self._test_metrics(config.track_test)
                 logger.record("test/accuracy", test["accuracy"])
                 logger.record("test/loss", test["loss"])
-                logger.dump(step=(round_index - 1) * config.supervised_epochs + epoch + 1)
+                logger.dump(step=(round_index - 1) * config.supervised_epochs + epoch)
+
+        with progress_bar(
+            total=total * config.supervised_epochs,
+            desc=f"supervised round {round_index} ({config.supervised_epochs} epoch(s))",
+            disable=not distributed.is_main_process(),
+        ) as bar:
+            # The pre-training's cosine schedule ended near zero: fine-tune with Adam from a
+            # tenth of its peak rate, decayed over the phase, rather than jolting the model at
+            # the peak rate; the agent chooses the paths, the run's recipe sets the loss.
+            fit(
+                self.model,
+                lambda epoch: iterate_batches(self.splits["train"], config.batch_size, generator),
+                epochs=config.supervised_epochs,
+                batches_per_epoch=total,
+                recipe=config.recipe,
+                learning_rate=config.learning_rate / 10,
+                optimizer="adam",
+                choose_actions=self._agent_actions,
+                solver="fpi",
+                on_batch=lambda _: bar.update(1),
+                on_epoch=log_epoch,
+            )
         self.model.eval().requires_grad_(False)
 
     @torch.no_grad()
@@ -583,10 +502,7 @@ class AlternatingTrainer:
         core, episodes = sequential_core(
             self.model,
             self.splits["test"],
-            alpha=self.config.alpha,
-            beta=self.config.beta,
-            max_steps=self.config.max_steps,
-            penalty=self.config.penalty,
+            mdp=self.config.mdp,
             device=self.device,
             episodes=self.config.eval_size,
         )

@@ -226,8 +226,8 @@ def make_sb3_vec_env(env_id: str, num_envs: int, **env_kwargs: Any) -> VecMonito
     """``gymnasium.make_vec`` with SAME_STEP autoreset, adapted to SB3 and wrapped in VecMonitor.
 
     The env SB3 algorithms train on: ``terminal_observation`` only where a time limit cut the
-    episode (see :class:`DynaLaySB3VecEnv`). ``env_kwargs`` are those of
-    :func:`dynalay_env.build.build_core`.
+    episode (see :class:`DynaLaySB3VecEnv`). ``env_kwargs`` are the env's (``## Arguments`` of
+    :class:`dynalay_env.env.DynaLayEnv`; the reward's settings loose or as one ``mdp=``).
     """
     vector_env = gym.make_vec(
         env_id,

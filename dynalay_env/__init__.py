@@ -8,30 +8,25 @@
   :class:`DynaLayVectorEnv`. ``gymnasium.make("dynalay_env:DynaLay-CIFAR10-v0")`` imports this
   package first, so no prior import is needed.
 
-Keyword arguments are those of :func:`dynalay_env.build.build_core`.
+The MDP's specification (actions, observation, rewards, episode end, keyword arguments, info
+keys) is :class:`DynaLayEnv`'s docstring. Modules:
+
+- ``mdp``: the reward and its settings (:class:`MDPConfig`); ``registry``: the env ids;
+- ``core``: the batched MDP; ``env``, ``vector_env``: its two Gymnasium faces; ``build``: the
+  ways to build a core;
+- ``data``: datasets and splits (``data.splits`` common, ``data.images``, ``data.text``);
+- ``models``: where an env's main model comes from (given, cached, shipped, or pre-trained
+  with :mod:`main_model.train`); ``pretrain``: ``python -m dynalay_env.pretrain``.
 """
 
-from gymnasium.envs.registration import register, registry
-
 from dynalay_env.core import DynaLayCore
-from dynalay_env.data import DATASETS, DataNotFoundError, ImageSplit, load_splits
+from dynalay_env.data import DataNotFoundError, ImageSplit, TextSplit, load_splits
 from dynalay_env.env import DynaLayEnv
-from dynalay_env.text import TEXT_DATASETS, TextSplit
+from dynalay_env.mdp import MDPConfig
+from dynalay_env.registry import ENV_IDS, TEXT_ENV_IDS, dataset_of, register_envs
 from dynalay_env.vector_env import DynaLayVectorEnv
 
-#: The image datasets' env ids, by name. Bump the version on any change to the MDP.
-ENV_IDS = {name: f"DynaLay-{name}-v0" for name in DATASETS}
-#: The text datasets' env ids (the sequence network; :mod:`dynalay_env.text`), by name.
-TEXT_ENV_IDS = {name: f"DynaLay-{name}-v0" for name in TEXT_DATASETS}
-
-for _name, _env_id in {**ENV_IDS, **TEXT_ENV_IDS}.items():
-    if _env_id not in registry:
-        register(
-            id=_env_id,
-            entry_point="dynalay_env.env:DynaLayEnv",
-            vector_entry_point="dynalay_env.vector_env:DynaLayVectorEnv",
-            kwargs={"dataset": _name},
-        )
+register_envs()
 
 __all__ = [
     "ENV_IDS",
@@ -41,6 +36,8 @@ __all__ = [
     "DynaLayEnv",
     "DynaLayVectorEnv",
     "ImageSplit",
+    "MDPConfig",
     "TextSplit",
+    "dataset_of",
     "load_splits",
 ]

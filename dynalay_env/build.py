@@ -1,17 +1,28 @@
-"""One constructor for the batched core, shared by the single and the vector env faces."""
+"""The ways to build a batched core: :func:`build_core` (data and model looked up, for the
+single and the vector env faces) and :func:`sequential_core` (a given model walking a given
+split in order, for evaluation)."""
 
 from __future__ import annotations
 
 import os
 from collections.abc import Mapping
 
-from dynalay_env.core import DynaLayCore
-from dynalay_env.data import SPLITS, ImageSplit, check_holdout_unseen, get_spec, load_splits
-from dynalay_env.models import obtain_main_model, resolve_device
-from dynalay_env.text import TextSpec
-from main_model import DynaLayNet
+import torch
 
-#: Images of the training set kept unseen by the main model, for the agent (default).
+from dynalay_env.core import DynaLayCore
+from dynalay_env.data import (
+    SPLITS,
+    ImageSplit,
+    TextSpec,
+    TextSplit,
+    check_holdout_unseen,
+    get_spec,
+    load_splits,
+)
+from dynalay_env.mdp import MDPConfig
+from dynalay_env.models import obtain_main_model
+from main_model import DynaLayNet
+from main_model.distributed import resolve_device
 
 
 def build_core(
@@ -28,53 +39,19 @@ def build_core(
     data_seed: int = 0,
     seq_len: int | None = None,
     max_vocab: int | None = None,
-    alpha: float = 0.5,
-    beta: float = 0.3,
-    max_steps: int = 1,
+    mdp: MDPConfig = MDPConfig(),
     max_episode_steps: int | None = None,
     sequential: bool = False,
     solver: str = "fpi",
-    penalty: str = "consecutive",
     device: str = "auto",
     pretrain_epochs: int = 20,
     widths: tuple[int, ...] | None = None,
     pretrain_limit_minutes: float | None = None,
     progress: bool = True,
 ) -> DynaLayCore:
-    """Load the data and the main model and build a :class:`DynaLayCore` with ``num_slots``.
-
-    Args:
-        num_slots: episodes run side by side (1 for the single env).
-        dataset: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST``, ``MNIST`` (images, the CNN) or
-            ``IMDB``, ``WikiText2`` (text, the LSTM network; :mod:`dynalay_env.text`).
-        split: where episodes come from: ``holdout`` (agent training; the main model never saw
-            it), ``test`` (evaluation) or ``train``.
-        checkpoint: a main-model checkpoint; default: the cached pretrained one, else the one
-            shipped with the package (Fashion-MNIST), else pre-train one (see
-            :mod:`dynalay_env.models`).
-        model: a main model object to use as is (shared with a trainer, for example).
-        splits: in-memory splits ({"train", "holdout", "test"} -> ImageSplit) instead of files.
-        data_dir: where to look first for the dataset files.
-        download: let torchvision download the dataset when no copy is found.
-        holdout_size, data_seed: size and seed of the holdout carved out of the training set
-            (default size: 5000 images, or the text dataset's ``TextSpec.holdout_size``).
-            A main model that trained on any holdout sample is refused (SplitOverlapError).
-        seq_len, max_vocab: text only: tokens per episode (T) and the vocabulary's cap
-            (defaults: the dataset's, :data:`dynalay_env.text.TEXT_DATASETS`).
-        alpha, beta: reward per correct answer and weight of the compute penalty.
-        max_steps: decisions per episode (1 = the thesis's one-shot choice).
-        max_episode_steps: optional truncation below ``max_steps``.
-        sequential: walk the split in order instead of drawing samples at random.
-        solver: how loop actions run: ``fpi`` (plain per-sample iteration, the thesis's) or
-            TorchDEQ's ``anderson`` / ``broyden`` (fewer iterations per loop, more overhead).
-        penalty: ``consecutive`` (default) or ``layer``: what multiplies ``beta * cost`` in a
-            loop's reward (see :class:`~dynalay_env.core.DynaLayCore`).
-        device: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
-        pretrain_epochs, widths: how to pre-train a main model when none is cached or shipped
-            (a given ``widths`` also selects the cached or shipped model: only one with them).
-        pretrain_limit_minutes: refuse (``PretrainTooLongError``) a pre-training estimated to
-            take longer; default ``$DYNALAY_PRETRAIN_LIMIT_MINUTES`` or 10.
-        progress: print progress bars and where the model came from.
+    """Load the data and the main model and build a :class:`DynaLayCore` with ``num_slots``
+    (1 for the single env). The arguments are the envs' (``## Arguments`` of
+    :class:`~dynalay_env.env.DynaLayEnv`), with the reward's settings as one ``mdp``.
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
@@ -117,12 +94,28 @@ def build_core(
         main_model,
         splits[split],
         num_slots,
-        alpha=alpha,
-        beta=beta,
-        max_steps=max_steps,
+        mdp=mdp,
         max_episode_steps=max_episode_steps,
         sequential=sequential,
         device=resolved_device,
         solver=solver,
-        penalty=penalty,
     )
+
+
+def sequential_core(
+    model: DynaLayNet,
+    split: ImageSplit | TextSplit,
+    *,
+    mdp: MDPConfig = MDPConfig(),
+    device: torch.device | str = "cpu",
+    episodes: int | None = None,
+    max_slots: int = 1024,
+    solver: str = "fpi",
+) -> tuple[DynaLayCore, int]:
+    """A core of ``model`` walking ``split`` in order (at most ``max_slots`` slots), and how many
+    episodes cover the split (or ``episodes``, when fewer)."""
+    count = min(episodes or len(split), len(split))
+    core = DynaLayCore(
+        model, split, min(count, max_slots), mdp=mdp, sequential=True, device=device, solver=solver
+    )
+    return core, count

@@ -1,36 +1,10 @@
 """The batched core of the DynaLay MDP: N sample slots stepped together on one device.
 
 Both Gymnasium faces (:class:`~dynalay_env.env.DynaLayEnv` with one slot and
-:class:`~dynalay_env.vector_env.DynaLayVectorEnv` with N) drive this class; the MDP lives here
-once. One episode = one input sample:
-
-- reset: draw the next sample of the split, run the straight pass (the plain CNN).
-- action 0 (NOP): answer with the current prediction; the episode ends with
-  reward ``alpha * correct``.
-- action k >= 1: loop blocks 1..k (warm-started), then blocks k+1..n straight; reward
-  ``-beta * cost * consecutive_count`` (or, with ``penalty="layer"``, ``-beta * cost * k``) with
-  ``cost = step FLOPs / FLOPs of the most expensive
-  possible step`` in [0, 1] and ``consecutive_count`` the number of decisions in a row (this one
-  included) that chose this same k. After ``max_steps`` decisions the episode ends with the
-  answer and its ``alpha * correct`` added to that step's reward.
-
-Observation layout (float32, ``n`` blocks of widths ``C_1..C_n``, ``K`` classes,
-``P = C_1 + ... + C_n``; see :meth:`DynaLayCore.observation_layout`). For the sequence network
-the activations are averaged over time and lie in [-1, 1], and a language model shows ``K = 8``
-values, the mean over positions of each position's 8 largest probabilities, sorted
-(:meth:`main_model.NetState.class_probabilities`); the reward's ``correct`` is then the share
-of positions predicted right (:func:`answer_accuracy`).
-
-====================  ===========================  =============================================
-index range           part                         values
-====================  ===========================  =============================================
-[0, P)                pooled activations           global-average-pooled z_l of every block, >= 0
-[P, P+K)              class probabilities          softmax of the current logits
-[P+K, P+K+n)          last FPI residual per block  1.0 after a straight pass, clipped to [0, 10]
-[P+K+n, P+K+2n+1)     previous action, one-hot     all zeros before the first decision
-P+K+2n+1              its consecutive count        0 before the first decision
-P+K+2n+2              step index                   decisions taken so far, 0..max_steps-1
-====================  ===========================  =============================================
+:class:`~dynalay_env.vector_env.DynaLayVectorEnv` with N) drive this class; the dynamics live
+here once, the reward in :mod:`dynalay_env.mdp`, the observation in
+:mod:`main_model.observation`. The MDP's specification (actions, observation table, rewards,
+episode end, arguments, info keys) is :class:`~dynalay_env.env.DynaLayEnv`'s docstring.
 """
 
 from __future__ import annotations
@@ -42,13 +16,13 @@ import torch
 from gymnasium import spaces
 from torch import Tensor
 
-from dynalay_env.data import ImageSplit
-from dynalay_env.text import TextSplit
+from dynalay_env.data import ImageSplit, TextSplit
+from dynalay_env.mdp import MDPConfig, reward
 from main_model import DynaLayNet, NetState
 from main_model.network import SOLVERS
 
 # The agent's view of a state and the decision bookkeeping live in main_model, so the deployable
-# classifier (main_model.adaptive) replays episodes with the very same code; re-exported here.
+# classifier (main_model.adaptive) replays episodes with the very same code.
 from main_model.observation import (
     RESIDUAL_CLIP,
     decide,
@@ -56,10 +30,7 @@ from main_model.observation import (
     observation_layout,
     observation_tensor,
 )
-from main_model.train import per_sample
-
-#: Readings of the reward's last factor (see :class:`DynaLayCore`'s ``penalty``).
-PENALTIES = ("consecutive", "layer")
+from main_model.paths import per_sample
 
 
 def answer_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
@@ -97,18 +68,12 @@ class DynaLayCore:
         model: the main model (put in eval mode and frozen while the core uses it).
         split: the samples episodes are drawn from (moved to ``device``).
         num_slots: N, the number of episodes run side by side.
-        alpha: reward per correct answer.
-        beta: weight of the compute penalty.
-        max_steps: decisions per episode before the answer is forced (1 = the thesis's one-shot).
+        mdp: the reward's settings and the episode length (:class:`~dynalay_env.mdp.MDPConfig`).
         max_episode_steps: optional truncation (a Gymnasium time limit) below ``max_steps``.
         sequential: draw samples in order through the split (wrapping around), not at random.
         device: where the model and the images live.
         solver: how loops run: ``fpi`` (DynaLay's per-sample iteration) or TorchDEQ's
             ``anderson``/``broyden`` (for the DEQ baseline).
-        penalty: what multiplies ``beta * cost`` in a loop's reward. The thesis's equation
-            names it "consecutive layer count", its text "which layer is chosen":
-            ``consecutive`` (default): decisions in a row, this one included, that chose this
-            same k; ``layer``: k itself, the index of the deepest looped block.
     """
 
     def __init__(
@@ -117,19 +82,16 @@ class DynaLayCore:
         split: ImageSplit | TextSplit,
         num_slots: int,
         *,
-        alpha: float = 0.5,
-        beta: float = 0.3,
-        max_steps: int = 1,
+        mdp: MDPConfig = MDPConfig(),
         max_episode_steps: int | None = None,
         sequential: bool = False,
         device: torch.device | str = "cpu",
         solver: str = "fpi",
-        penalty: str = "consecutive",
     ) -> None:
         if num_slots < 1:
             raise ValueError(f"num_slots must be >= 1, got {num_slots}")
-        if max_steps < 1:
-            raise ValueError(f"max_steps must be >= 1, got {max_steps}")
+        if not isinstance(mdp, MDPConfig):
+            raise TypeError(f"mdp must be an MDPConfig, got {type(mdp).__name__}")
         if max_episode_steps is not None and max_episode_steps < 1:
             raise ValueError(f"max_episode_steps must be >= 1, got {max_episode_steps}")
         mismatch = split.model_mismatch(model)
@@ -139,16 +101,13 @@ class DynaLayCore:
         self.model = model.to(self.device).eval().requires_grad_(False)
         self.split = split.to(self.device)
         self.num_slots = num_slots
-        self.alpha, self.beta = float(alpha), float(beta)
-        self.max_steps = max_steps
+        self.mdp = mdp
+        self.max_steps = mdp.max_steps
         self.max_episode_steps = max_episode_steps
         self.sequential = sequential
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
         self.solver = solver
-        if penalty not in PENALTIES:
-            raise ValueError(f"penalty must be one of {PENALTIES}, got {penalty!r}")
-        self.penalty = penalty
         self.n_blocks = model.n_blocks
         self.n_actions = model.n_actions
         self.max_step_flops = float(model.max_step_flops())
@@ -325,29 +284,26 @@ class DynaLayCore:
         truncated = torch.zeros_like(terminated)
         if self.max_episode_steps is not None:
             truncated = active_t & ~terminated & (self.steps >= self.max_episode_steps)
-        multiplier = count if self.penalty == "consecutive" else actions_t
-        reward = torch.where(looped, -self.beta * cost * multiplier, 0.0)
-        reward = reward + torch.where(terminated, self.alpha * correct.double(), 0.0)
+        rewards = reward(
+            self.mdp,
+            looped=looped,
+            cost=cost,
+            count=count,
+            actions=actions_t,
+            terminated=terminated,
+            correct=correct,
+        )
         return CoreStep(
-            reward=reward.float().cpu().numpy(),
+            reward=rewards.float().cpu().numpy(),
             terminated=terminated.cpu().numpy(),
             truncated=truncated.cpu().numpy(),
             episode=self.episode_info(correct),
         )
 
     def episode_info(self, correct: Tensor | None = None) -> dict[str, np.ndarray]:
-        """Per-slot summary of the episode so far, as numpy arrays over the N slots.
-
-        Keys: ``prediction`` (N,) int64, ``label`` (N,) int64, ``correct`` (N,) bool (for
-        per-position answers: ``prediction``, ``label`` (N, T), ``correct`` (N,) float64, the
-        share of positions right, and ``nll`` (N,) float64, the mean next-token negative
-        log-likelihood in nats, and ``perplexity`` = exp(nll)),
-        ``total_cost`` (N,) float64 (sum of the normalised step costs), ``flops`` (N,) int64
-        (all FLOPs spent on the sample, straight pass included), ``actions`` (N, max_steps) int64
-        (-1 after the last decision), ``iterations`` (N, n) int64 FPI iterations per block,
-        ``episode_steps`` (N,) int64, ``residuals`` (N, n) last FPI residual per block,
-        ``dataset_index`` (N,) int64 (index in the torchvision split).
-        """
+        """Per-slot summary of the episode so far, as numpy arrays over the N slots: the keys
+        listed under ``## Info keys`` of :class:`~dynalay_env.env.DynaLayEnv`, each (N, ...),
+        ``actions`` (N, max_steps) with -1 after the last decision."""
         prediction = self.state.logits.argmax(dim=1)
         label = self.split.labels[self.rows]
         if correct is None:

@@ -1,7 +1,6 @@
 """``DynaLayEnv``: the single-episode Gymnasium face of the batched core (one slot).
 
-See :mod:`dynalay_env.core` for the MDP (actions, reward, observation layout) and
-:func:`dynalay_env.build.build_core` for the constructor's keyword arguments.
+Its class docstring is the MDP's specification, in Gymnasium's sections.
 """
 
 from __future__ import annotations
@@ -13,23 +12,148 @@ import numpy as np
 from gymnasium import spaces
 
 from dynalay_env.build import build_core
+from dynalay_env.mdp import MDPConfig
 
 
 class DynaLayEnv(gym.Env):
     """One input sample per episode: answer now (action 0) or loop blocks 1..k first (action k).
 
-    ``reset(options={"index": i})`` starts on row ``i`` of the split instead of a drawn sample.
-    ``step`` returns Python ``float``/``bool``; ``info`` is ``{}`` mid-episode and at the end
-    holds ``prediction, label, correct, total_cost, flops, actions, iterations, episode_steps,
-    dataset_index`` (see :meth:`dynalay_env.core.DynaLayCore.episode_info`). On
-    ``DynaLay-WikiText2-v0`` ``prediction`` and ``label`` are the window's T tokens, ``correct``
-    is the share of them predicted right and ``nll`` and ``perplexity`` are added.
+    The DynaLay MDP (Gymnasium ids ``DynaLay-<DATASET>-v0``, :mod:`dynalay_env`): a main model
+    of ``n`` fixed-point-iteration blocks has run its straight pass on a sample; the agent
+    decides whether to answer with the current prediction or to spend compute recomputing
+    blocks 1..k to their fixed points first. One batched core
+    (:class:`~dynalay_env.core.DynaLayCore`) runs this env (one slot) and
+    :class:`~dynalay_env.vector_env.DynaLayVectorEnv` (N slots).
+
+    ## Action Space
+
+    ``Discrete(n + 1)``:
+
+    - ``0`` (NOP): answer with the current prediction; the episode ends.
+    - ``k`` in ``1..n``: loop blocks 1..k to their fixed points (warm-started from the current
+      state), then run blocks k+1..n straight; a new prediction, and the next decision (or,
+      after ``max_steps`` decisions, the answer).
+
+    ## Observation Space
+
+    ``Box(float32, (D,))`` with ``n`` blocks of widths ``C_1..C_n``, ``K`` classes and
+    ``P = C_1 + ... + C_n``; the slices are ``env.unwrapped.core.observation_layout``
+    (:func:`main_model.observation.observation_layout`, which also writes them for the
+    deployable classifier). For the sequence network the activations are averaged over time
+    and lie in [-1, 1], and a language model shows ``K = 8`` values, the mean over positions of
+    each position's 8 largest probabilities, sorted
+    (:meth:`main_model.NetState.class_probabilities`).
+
+    ====================  ===========================  =========================================
+    index range           part                         values
+    ====================  ===========================  =========================================
+    [0, P)                pooled activations           global-average-pooled z_l of each block
+    [P, P+K)              class probabilities          softmax of the current logits
+    [P+K, P+K+n)          last FPI residual per block  1.0 after a straight pass, in [0, 10]
+    [P+K+n, P+K+2n+1)     previous action, one-hot     all zeros before the first decision
+    P+K+2n+1              its consecutive count        0 before the first decision
+    P+K+2n+2              step index                   decisions taken so far, 0..max_steps-1
+    ====================  ===========================  =========================================
+
+    The consecutive count and the step index make the reward Markov in the observation.
+
+    ## Rewards
+
+    :func:`dynalay_env.mdp.reward`, with the settings of an :class:`~dynalay_env.mdp.MDPConfig`:
+
+    - a loop action k: ``-beta * cost * consecutive_count`` (``penalty="consecutive"``, the
+      thesis's equation) or ``-beta * cost * k`` (``penalty="layer"``, its text), where
+      ``cost`` in [0, 1] is the step's FLOPs divided by the FLOPs of the most expensive
+      possible step and ``consecutive_count`` the number of decisions in a row, this one
+      included, that chose this same k;
+    - the answer (NOP, or the last of ``max_steps`` decisions): ``+ alpha * correct``, with
+      ``correct`` 1 or 0, or for a language model the share of the window's positions whose
+      next token is predicted right (:func:`dynalay_env.core.answer_accuracy`).
+
+    ## Starting State
+
+    The next sample of the split (drawn with ``self.np_random``, or in order with
+    ``sequential=True``; ``reset(options={"index": i})`` starts on row ``i``), after the
+    straight pass: the plain CNN's prediction.
+
+    ## Episode End
+
+    - Termination: action 0, or the ``max_steps``-th decision (``max_steps=1``: the thesis's
+      one-shot choice, every episode is one step).
+    - Truncation: only with ``max_episode_steps`` below ``max_steps`` (a Gymnasium time limit).
+
+    ## Arguments
+
+    ``gymnasium.make("DynaLay-CIFAR10-v0", **kwargs)`` (the vector env takes the same, plus
+    ``num_envs``, ``max_episode_steps`` and ``autoreset_mode``); every keyword is optional:
+
+    - ``dataset``: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST``, ``MNIST`` (images, the CNN) or
+      ``IMDB``, ``WikiText2`` (text, the LSTM network; :mod:`dynalay_env.data.text`); set by
+      the id.
+    - ``alpha`` (0.5), ``beta`` (0.3), ``max_steps`` (1), ``penalty`` (``"consecutive"``): the
+      reward's settings (## Rewards), checked by :class:`~dynalay_env.mdp.MDPConfig`; or all
+      four as one ``mdp=MDPConfig(...)``.
+    - ``split``: where episodes come from: ``holdout`` (default: agent training; the main
+      model never saw it), ``test`` (evaluation) or ``train``.
+    - ``checkpoint``: a main-model checkpoint; default: the cached pretrained one, else the
+      one shipped with the package (Fashion-MNIST), else pre-train one on first use
+      (:mod:`dynalay_env.models`). ``model``: a main model object to use as is.
+    - ``splits``: in-memory splits (``{"train", "holdout", "test"}`` -> split) instead of files;
+      ``data_dir``: where to look first for the dataset files; ``download``: let torchvision
+      (or Hugging Face ``datasets``) download the dataset when no copy is found.
+    - ``holdout_size``, ``data_seed``: size and seed of the holdout carved out of the training
+      set (default size: 5000 images, or the text dataset's ``TextSpec.holdout_size``). A main
+      model that trained on any holdout sample is refused (``SplitOverlapError``).
+    - ``seq_len``, ``max_vocab``: text only: tokens per episode (T) and the vocabulary's cap
+      (defaults: the dataset's, ``dynalay_env.data.TEXT_DATASETS``).
+    - ``max_episode_steps``: optional truncation below ``max_steps``.
+    - ``sequential``: walk the split in order instead of drawing samples at random.
+    - ``solver``: how loop actions run: ``fpi`` (plain per-sample iteration, the thesis's) or
+      TorchDEQ's ``anderson`` / ``broyden`` (fewer iterations per loop, more overhead).
+    - ``device``: ``auto`` (GPU when there is one), ``cpu``, ``cuda``, ``cuda:1``...
+    - ``pretrain_epochs`` (20), ``widths``: how to pre-train a main model when none is cached or
+      shipped (a given ``widths`` also selects the cached or shipped model: only one with
+      them); ``pretrain_limit_minutes``: refuse (``PretrainTooLongError``) a pre-training
+      estimated to take longer (default ``$DYNALAY_PRETRAIN_LIMIT_MINUTES`` or 10).
+    - ``progress``: print progress bars and where the model came from (default True).
+
+    ## Info keys
+
+    ``reset`` returns ``{"dataset_index": i}``. ``step`` returns ``{}`` mid-episode and, when
+    the episode ends, Python scalars or numpy arrays
+    (:meth:`~dynalay_env.core.DynaLayCore.episode_info`):
+
+    - ``prediction``, ``label``: the answer and the truth (a language model's: the window's T
+      tokens each); ``correct``: bool, or a language model's share of positions right;
+    - ``total_cost``: the sum of the step costs; ``flops``: every FLOP spent on the sample, the
+      straight pass included;
+    - ``actions``: the decisions taken, in order; ``episode_steps``: how many;
+    - ``iterations``: (n,) FPI iterations per block; ``residuals``: (n,) the last FPI residual
+      per block;
+    - ``dataset_index``: the sample's index in its source split (torchvision's, or the text's);
+    - a language model only: ``nll``, the mean next-token negative log-likelihood in nats, and
+      ``perplexity = exp(nll)``.
+
+    ``step`` returns Python ``float``/``bool``; the vector env the same keys batched.
     """
 
     metadata: dict[str, Any] = {"render_modes": []}
 
-    def __init__(self, dataset: str = "CIFAR10", **kwargs: Any) -> None:
-        self.core = build_core(1, dataset, **kwargs)
+    def __init__(
+        self,
+        dataset: str = "CIFAR10",
+        *,
+        mdp: MDPConfig | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        max_steps: int | None = None,
+        penalty: str | None = None,
+        **kwargs: Any,
+    ) -> None:
+        settings = MDPConfig.from_kwargs(
+            mdp, alpha=alpha, beta=beta, max_steps=max_steps, penalty=penalty
+        )
+        self.core = build_core(1, dataset, mdp=settings, **kwargs)
         self.observation_space = self.core.single_observation_space
         self.action_space = spaces.Discrete(self.core.n_actions)
         self._episode_over = True

@@ -1,5 +1,7 @@
 """The main model behind an environment: given, cached, shipped, or pre-trained on first use.
 
+The env package only obtains a model; training it is :mod:`main_model.train`'s.
+
 An environment id must give a meaningful env at once, so the main model comes from (in this
 order) a ``model`` object, a ``checkpoint`` path, the cached pretrained checkpoint for the dataset
 (``<cache>/models/<DATASET>.pt``, what ``python -m dynalay_env.pretrain`` writes), the trained
@@ -8,7 +10,7 @@ provenance is the JSON beside it), or it is pre-trained on the dataset's ``train
 first use. Never silently an untrained model, and never hours of pre-training unannounced: the
 time is estimated from the first timed batches and printed, and a pre-training estimated over
 ``pretrain_limit_minutes`` (default 10, or ``$DYNALAY_PRETRAIN_LIMIT_MINUTES``) is refused with
-:class:`PretrainTooLongError`, which lists the ways out.
+:class:`~main_model.train.PretrainTooLongError`, which lists the ways out.
 
 When ``widths`` is given, a cached or shipped model is used only if it has those widths.
 """
@@ -18,26 +20,13 @@ from __future__ import annotations
 import json
 import os
 import sys
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import torch
-from torch import Tensor
-from tqdm.auto import tqdm
 
-from dynalay_env.data import DatasetSpec, ImageSplit, cache_dir, training_provenance
-from dynalay_env.text import TextSpec, TextSplit
-from main_model import (
-    DynaLayConfig,
-    DynaLayNet,
-    DynaLaySeqConfig,
-    DynaLaySeqNet,
-    distributed,
-    load_main_model,
-    save_main_model,
-)
-from main_model.train import EpochStats, Recipe, evaluate_paths, fit, get_recipe, path_name
+from dynalay_env.data import DatasetSpec, ImageSplit, TextSpec, TextSplit, cache_dir
+from main_model import DynaLayConfig, DynaLayNet, DynaLaySeqConfig, load_main_model, save_main_model
+from main_model.train import PretrainTooLongError, pretrain_main_model
 
 #: Widths of a main model pre-trained on first use (the thesis's network).
 DEFAULT_WIDTHS = (64, 128, 256)
@@ -47,22 +36,6 @@ DEFAULT_TEXT_WIDTHS = (64, 64, 64)
 SHIPPED_DIR = Path(__file__).resolve().parent / "shipped"
 PRETRAIN_LIMIT_VARIABLE = "DYNALAY_PRETRAIN_LIMIT_MINUTES"
 DEFAULT_PRETRAIN_LIMIT_MINUTES = 10.0
-#: Batches timed, after a first warm-up batch, before a pre-training's duration is estimated.
-_TIMED_BATCHES = 1
-
-
-class PretrainTooLongError(RuntimeError):
-    """Pre-training a main model on first use was estimated to take longer than allowed."""
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """``"auto"`` is the GPU when there is one, else the CPU; anything else is taken as given."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    resolved = torch.device(device)
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto'")
-    return resolved
 
 
 def config_for(
@@ -105,15 +78,6 @@ def default_widths(spec: DatasetSpec | TextSpec) -> tuple[int, ...]:
     return DEFAULT_TEXT_WIDTHS if isinstance(spec, TextSpec) else DEFAULT_WIDTHS
 
 
-def new_main_model(
-    config: DynaLayConfig | DynaLaySeqConfig, split: ImageSplit | TextSplit
-) -> DynaLayNet | DynaLaySeqNet:
-    """An untrained main model of ``config`` for ``split``'s data (with its vocabulary)."""
-    if isinstance(config, DynaLaySeqConfig):
-        return DynaLaySeqNet(config, split.vocabulary)
-    return DynaLayNet(config)
-
-
 def cached_model_path(spec: DatasetSpec) -> Path:
     """Where the pretrained main model for ``spec`` is cached."""
     return cache_dir() / "models" / f"{spec.name}.pt"
@@ -145,137 +109,6 @@ def resolve_pretrain_limit(limit: float | None = None) -> float:
     if limit <= 0:
         raise ValueError(f"the pre-training limit must be > 0 minutes, got {limit}")
     return float(limit)
-
-
-def format_duration(seconds: float) -> str:
-    if seconds < 90:
-        return f"{seconds:.0f} s"
-    if seconds < 5400:
-        return f"{seconds / 60:.0f} min"
-    return f"{seconds / 3600:.1f} h"
-
-
-def iterate_batches(
-    split: ImageSplit, batch_size: int, generator: torch.Generator | None = None
-) -> Iterator[tuple[Tensor, Tensor]]:
-    """Shuffled (when ``generator`` is given) batches of normalised images and labels."""
-    order = (
-        torch.randperm(len(split), generator=generator)
-        if generator is not None
-        else torch.arange(len(split))
-    )
-    order = order.to(split.device)
-    for start in range(0, len(split), batch_size):
-        rows = order[start : start + batch_size]
-        yield split.normalized(rows), split.labels[rows]
-
-
-def train_main_model(
-    train_split: ImageSplit,
-    *,
-    epochs: int,
-    config: DynaLayConfig | None = None,
-    batch_size: int = 64,
-    learning_rate: float = 1e-2,
-    recipe: str | Recipe = "dynalay",
-    seed: int = 0,
-    device: torch.device | str = "cpu",
-    progress: bool = True,
-    time_limit_s: float | None = None,
-) -> tuple[DynaLayNet, list[EpochStats]]:
-    """Train a main model from scratch on ``train_split`` with ``recipe`` (see
-    :mod:`main_model.train`; ``plain`` gives the plain-CNN baseline), Adam with cosine decay.
-
-    ``time_limit_s``: after the first few batches the whole run's duration is estimated (and
-    printed when ``progress``); over this limit, :class:`PretrainTooLongError` is raised then.
-
-    Under torchrun (:mod:`main_model.distributed`) every process calls this with the same
-    arguments: ``batch_size`` is the global batch, each process trains on its share of it
-    through DDP, and all end with the same weights (pass ``progress`` on rank 0 only).
-
-    Returns the model (in eval mode, recording its training rows in ``provenance``, see
-    :func:`~dynalay_env.data.training_provenance`) and one :class:`EpochStats` per epoch.
-    """
-    if epochs < 1:
-        raise ValueError(f"epochs must be >= 1, got {epochs}")
-    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    torch.manual_seed(seed)
-    device = torch.device(device)
-    model = new_main_model(config or model_config_for(train_split), train_split).to(device)
-    split = train_split.to(device)
-    distributed.check_batches(len(split), batch_size)  # several processes: a global batch each
-    generator = torch.Generator().manual_seed(seed)
-    batches_per_epoch = -(-len(split) // batch_size)
-    bar = tqdm(
-        total=epochs * batches_per_epoch,
-        desc=f"train {split.spec.name} main model ({recipe.name}, {epochs} epochs)",
-        disable=not progress,
-        file=sys.stderr,
-    )
-
-    total_batches = epochs * batches_per_epoch
-    batch_ends: list[float] = []
-
-    def advance(loss: float) -> None:
-        bar.update(1)
-        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
-        if len(batch_ends) <= _TIMED_BATCHES and total_batches > _TIMED_BATCHES + 1:
-            batch_ends.append(time.perf_counter())
-            if len(batch_ends) == _TIMED_BATCHES + 1:  # the first batch is warm-up: not timed
-                per_batch = (batch_ends[-1] - batch_ends[0]) / _TIMED_BATCHES
-                check_duration(per_batch, total_batches)
-
-    def check_duration(per_batch: float, total: int) -> None:
-        estimate = per_batch * total
-        summary = (
-            f"training {total} batches ({epochs} epoch(s) of {batches_per_epoch}) of a "
-            f"{'/'.join(map(str, model.config.widths))} {split.spec.name} main model takes about "
-            f"{format_duration(estimate)} here ({per_batch:.2f} s per batch on {device.type})"
-        )
-        if time_limit_s is not None and estimate > time_limit_s:
-            raise PretrainTooLongError(
-                f"{summary}, over the limit of {format_duration(time_limit_s)}."
-            )
-        if progress:
-            bar.write(f"DynaLay: {summary}", file=sys.stderr)
-
-    with bar:
-        history = fit(
-            model,
-            lambda epoch: iterate_batches(split, batch_size, generator),
-            epochs=epochs,
-            batches_per_epoch=batches_per_epoch,
-            recipe=recipe,
-            learning_rate=learning_rate,
-            seed=seed,
-            on_batch=advance,
-        )
-    model.provenance = {
-        **training_provenance(train_split),
-        "recipe": recipe.name,
-        "epochs": epochs,
-    }
-    return model.eval(), history
-
-
-def pretrain_main_model(
-    train_split: ImageSplit,
-    *,
-    eval_split: ImageSplit | None = None,
-    progress: bool = True,
-    **training,
-) -> DynaLayNet:
-    """:func:`train_main_model` (``training`` are its keyword arguments), returning the model.
-
-    ``eval_split``: when given, the accuracy of every static path on it is printed at the end.
-    """
-    model, _ = train_main_model(train_split, progress=progress, **training)
-    if eval_split is not None and progress:
-        device = next(model.parameters()).device
-        accuracy = evaluate_paths(model, iterate_batches(eval_split.to(device), 256))
-        summary = ", ".join(f"{path_name(a)} {acc:.3f}" for a, acc in accuracy.items())
-        print(f"main model accuracy on {eval_split.spec.name} per path: {summary}", file=sys.stderr)
-    return model
 
 
 def _stored_model(

@@ -20,20 +20,26 @@ import time
 
 import torch
 
-from dynalay_env.data import DATASETS, DEFAULT_IMAGE_HOLDOUT, DataNotFoundError, load_splits
+from dynalay_env.data import (
+    DATASETS,
+    DEFAULT_IMAGE_HOLDOUT,
+    TEXT_DATASETS,
+    DataNotFoundError,
+    load_splits,
+)
 from dynalay_env.models import (
     DEFAULT_TEXT_WIDTHS,
     DEFAULT_WIDTHS,
     cached_model_path,
-    iterate_batches,
     model_config_for,
-    resolve_device,
-    train_main_model,
 )
-from dynalay_env.text import TEXT_DATASETS
 from main_model import save_main_model
-from main_model.checkpoint import state_digest, write_json_atomic
-from main_model.train import RECIPES, path_name, path_statistics
+from main_model.checkpoint import state_digest
+from main_model.distributed import resolve_device
+from main_model.io import write_json_atomic
+from main_model.paths import path_name, path_statistics
+from main_model.recipes import RECIPES
+from main_model.train import iterate_batches, train_main_model
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -23,6 +23,7 @@ from gymnasium.vector import AutoresetMode, VectorEnv
 from gymnasium.vector.utils import batch_space
 
 from dynalay_env.build import build_core
+from dynalay_env.mdp import MDPConfig
 
 
 class DynaLayVectorEnv(VectorEnv):
@@ -37,11 +38,21 @@ class DynaLayVectorEnv(VectorEnv):
         *,
         max_episode_steps: int | None = None,
         autoreset_mode: AutoresetMode | str = AutoresetMode.NEXT_STEP,
+        mdp: MDPConfig | None = None,
+        alpha: float | None = None,
+        beta: float | None = None,
+        max_steps: int | None = None,
+        penalty: str | None = None,
         **kwargs: Any,
     ) -> None:
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
-        self.core = build_core(num_envs, dataset, max_episode_steps=max_episode_steps, **kwargs)
+        settings = MDPConfig.from_kwargs(
+            mdp, alpha=alpha, beta=beta, max_steps=max_steps, penalty=penalty
+        )
+        self.core = build_core(
+            num_envs, dataset, mdp=settings, max_episode_steps=max_episode_steps, **kwargs
+        )
         self.num_envs = num_envs
         self.single_observation_space = self.core.single_observation_space
         self.observation_space = batch_space(self.single_observation_space, num_envs)

@@ -36,13 +36,15 @@ from torch import Tensor, nn
 
 from main_model.checkpoint import (
     CheckpointError,
-    atomic_save,
     check_main_model_payload,
     main_model_from_payload,
     main_model_payload,
+    read_payload,
 )
+from main_model.io import atomic_save
 from main_model.network import DynaLayNet
 from main_model.observation import decide, observation_layout, observation_tensor
+from main_model.pixels import normalize_pixels
 
 FORMAT_NAME = "dynalay-adaptive-classifier"
 FORMAT_VERSION = 1
@@ -52,16 +54,6 @@ DECISION_RULES = ("categorical", "argmax")
 #: Parameter-free activations a policy MLP may use (``torch.nn`` class names).
 ACTIVATIONS = ("ReLU", "Tanh", "ELU", "GELU", "SiLU", "Sigmoid", "LeakyReLU")
 _REQUIRED_KEYS = ("main_model", "policy", "normalization", "max_steps")
-
-
-def normalize_pixels(pixels: Tensor, mean: Tensor, std: Tensor) -> Tensor:
-    """(B, C, H, W) uint8 pixels -> float32 ``(pixels / 255 - mean) / std``.
-
-    ``mean``/``std``: (1, C, 1, 1) float32. The one normalisation of images, shared with the
-    dataset splits (``dynalay_env.data.ImageSplit.normalized``) so both give the same bits.
-    """
-    values = pixels.float().div_(255.0)
-    return values.sub_(mean.to(values.device)).div_(std.to(values.device))
 
 
 class ObservationNormalizer(nn.Module):
@@ -308,13 +300,9 @@ class AdaptiveClassifier(nn.Module):
         remedy = "export it again with 'python run_rl.py export RUN_DIR --output FILE'"
         if not path.is_file():
             raise CheckpointError(f"{path} is not a file; {remedy}")
-        try:
-            payload = torch.load(path, map_location="cpu", weights_only=True)
-        except Exception as error:  # torch raises several types for truncated or foreign files
-            raise CheckpointError(
-                f"{path} is not a readable DynaLay classifier (corrupt or truncated?): {error}; "
-                f"{remedy}"
-            ) from error
+        payload = read_payload(
+            path, "a readable DynaLay classifier, the file 'run_rl.py export' writes", remedy
+        )
         if not isinstance(payload, dict) or payload.get("format") != FORMAT_NAME:
             raise CheckpointError(
                 f"{path} is not a DynaLay adaptive classifier (no '{FORMAT_NAME}' format tag); "

@@ -1,22 +1,20 @@
 """Save and load a main model: one file with the weights and the config that rebuilds it.
 
-Writes are atomic (a temporary file in the same directory, then ``os.replace``), so a crash
-never leaves a half-written checkpoint behind. Loading checks the format, its version and the
+Writes are atomic (:func:`main_model.io.atomic_save`), so a crash never leaves a half-written
+checkpoint behind. Loading checks the format, its version and the
 architecture, and fails with a :class:`CheckpointError` that names the file and the mismatch.
 """
 
 from __future__ import annotations
 
 import hashlib
-import json
 import os
-import tempfile
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import torch
 
+from main_model.io import atomic_save
 from main_model.network import DynaLayConfig, DynaLayNet
 from main_model.sequence import DynaLaySeqConfig, DynaLaySeqNet
 
@@ -26,69 +24,6 @@ FORMAT_VERSION = 1
 
 class CheckpointError(ValueError):
     """A checkpoint file exists but cannot be used (corrupt, foreign, newer, mismatched)."""
-
-
-def _new_file_mode() -> int:
-    """The mode ``open()`` would give a new file: 0o666 less the process's umask."""
-    umask = os.umask(0)
-    os.umask(umask)
-    return 0o666 & ~umask
-
-
-_NEW_FILE_MODE = _new_file_mode()
-
-
-def atomic_write(path: str | os.PathLike, write: Callable[[str], Any]) -> Path:
-    """Call ``write(temporary_path)``, fsync it, then move it onto ``path`` in one step.
-
-    The temporary file sits in ``path``'s folder and keeps its suffix (SB3 and matplotlib pick
-    formats by it); on any failure it is removed and ``path`` is left as it was. The project's
-    one atomic writer: everything that must never be seen half-written goes through it.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=path.suffix, dir=path.parent)
-    os.close(fd)
-    try:
-        write(tmp)
-        with open(tmp, "rb+") as handle:  # durable before it becomes visible under its name
-            os.fsync(handle.fileno())
-        os.chmod(tmp, _NEW_FILE_MODE)  # mkstemp makes it private; give it a normal file's mode
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-    fsync_directory(path.parent)
-    return path
-
-
-def fsync_directory(folder: str | os.PathLike) -> None:
-    """Make the renames and deletions in ``folder`` durable, not just the files' contents.
-
-    A renamed file's bytes are on disk after its own fsync, but its new name is an entry of the
-    folder; without this, a power loss can bring back the old name. Best effort: platforms that
-    cannot open or fsync a folder (Windows) skip it.
-    """
-    try:
-        fd = os.open(folder, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-
-
-def atomic_save(obj: Any, path: str | os.PathLike) -> Path:
-    """``torch.save`` to ``path`` through :func:`atomic_write`."""
-    return atomic_write(path, lambda tmp: torch.save(obj, tmp))
-
-
-def write_json_atomic(payload: Any, path: str | os.PathLike) -> Path:
-    """``payload`` as indented JSON at ``path``, through :func:`atomic_write`."""
-    return atomic_write(path, lambda tmp: Path(tmp).write_text(json.dumps(payload, indent=2)))
 
 
 def save_main_model(
@@ -123,17 +58,38 @@ def state_digest(model: torch.nn.Module) -> str:
     return digest.hexdigest()
 
 
+def read_payload(path: str | os.PathLike, what: str, remedy: str = "") -> Any:
+    """The plain values and tensors ``torch.save`` wrote to ``path`` (on the CPU), read without
+    running any code from the file (``weights_only``); a file torch cannot read that way raises
+    a :class:`CheckpointError` in DynaLay's words: which file, that it is not ``what`` (``"a
+    readable DynaLay checkpoint"``), why in one line, and ``remedy``."""
+    path = Path(path)
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as error:  # torch raises several types for truncated or foreign files
+        reason = _unreadable_reason(error)
+        ending = f"; {remedy}" if remedy else ""
+        raise CheckpointError(f"{path} is not {what} ({reason}){ending}") from error
+
+
+def _unreadable_reason(error: Exception) -> str:
+    """One line on why torch could not read a file, instead of its multi-paragraph text."""
+    text = str(error)
+    if "Weights only load failed" in text or "weights_only" in text:
+        return (
+            "it holds pickled Python objects, not plain weights: a Stable-Baselines3 agent, "
+            "VecNormalize statistics or another program's file?"
+        )
+    first = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+    return f"corrupt or truncated? torch says: {first[:200]}"
+
+
 def read_main_model_file(path: str | os.PathLike) -> dict[str, Any]:
     """Read and validate a checkpoint's payload without building the model."""
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"main-model checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as error:  # torch raises several types for truncated or foreign files
-        raise CheckpointError(
-            f"{path} is not a readable DynaLay checkpoint (corrupt or truncated?): {error}"
-        ) from error
+    payload = read_payload(path, "a readable DynaLay checkpoint")
     check_main_model_payload(payload, path)
     return payload
 

@@ -3,8 +3,8 @@
 ``torchrun --nproc_per_node=N run_rl.py ...`` starts N processes with ``WORLD_SIZE``,
 ``RANK``, ``LOCAL_RANK``, ``MASTER_ADDR`` and ``MASTER_PORT`` in their environment.
 :func:`init_from_env` joins them into one process group (NCCL on GPUs, gloo on CPUs) and
-gives each its device (``cuda:LOCAL_RANK``). Everything else in DynaLay asks this module, never
-``torch.distributed`` directly: :func:`rank`, :func:`world_size`, :func:`is_main_process`,
+gives each its device (``cuda:LOCAL_RANK``; :func:`resolve_device` resolves ``auto``).
+Everything else in DynaLay asks this module, never ``torch.distributed`` directly: :func:`rank`, :func:`world_size`, :func:`is_main_process`,
 :func:`barrier`, :func:`broadcast_object`, :func:`all_reduce_sum_`, :func:`batch_shard` (which
 rows of a global batch this rank trains on) and :func:`data_parallel` (the DDP wrapper).
 
@@ -50,6 +50,7 @@ __all__ = [
     "is_distributed",
     "is_main_process",
     "rank",
+    "resolve_device",
     "world_size",
 ]
 
@@ -98,6 +99,17 @@ def _timeout() -> datetime.timedelta:
     except ValueError:
         raise ValueError(f"${TIMEOUT_VARIABLE}={text!r} is not a number of minutes") from None
     return datetime.timedelta(minutes=minutes)
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """``"auto"`` is the GPU when there is one, else the CPU; anything else is taken as given
+    (a CUDA device on a machine without CUDA is refused with a clear error)."""
+    if str(device) == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    resolved = torch.device(device)
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise ValueError(f"device {device!r} requested but CUDA is not available; use 'auto'")
+    return resolved
 
 
 def init_from_env(device: torch.device | str = "cpu") -> torch.device:

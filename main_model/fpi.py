@@ -37,7 +37,7 @@ from torch import Tensor, nn
 from torchdeq.grad import backward_factory
 from torchdeq.solver import get_solver
 
-from main_model import distributed
+import main_model.distributed as distributed
 from main_model.cost import conv1d_flops, conv2d_flops, conv_output_size, linear_flops
 
 #: How a looped block's gradient is computed (:meth:`FixedPointLayer._init_implicit_backward`).

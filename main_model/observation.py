@@ -3,7 +3,7 @@
 Shared by the environment (``dynalay_env.core``, which defines the episodes and the rewards) and
 the deployable classifier (:mod:`main_model.adaptive`, which replays the episodes without the
 env): one definition of the observation and of when an episode ends, so the two cannot drift.
-The observation layout is documented in ``dynalay_env/core.py``.
+The observation layout is documented in ``dynalay_env.env.DynaLayEnv``'s docstring (its table).
 """
 
 from __future__ import annotations
@@ -44,7 +44,7 @@ def observation_tensor(
     steps: Tensor,
     n_actions: int,
 ) -> Tensor:
-    """(B, D) float32 observations (layout in ``dynalay_env/core.py``) of a batch of states.
+    """(B, D) float32 observations (layout: :func:`observation_layout`) of a batch of states.
 
     ``previous_action`` (B,) is -1 before the first decision; ``consecutive`` and ``steps`` (B,)
     are counts. Used by the core and by anything that needs the agent's view of a state.

@@ -1,104 +1,67 @@
-"""Supervised training of the main model on chosen paths (PyTorch only).
+"""Supervised training of a main model (PyTorch only): one epoch, a whole run, a pre-training.
 
-A *recipe* says which path (action) each training sample takes and what the loss covers:
+- :func:`train_epoch`: one pass over batches, each sample along the path an
+  :data:`~main_model.recipes.ActionChooser` picks (a recipe's draws, or the agent's choices in
+  the alternating trainer's supervised phases); the loss is computed in one place,
+  :func:`sample_losses`.
+- :func:`fit`: a run from scratch with a :class:`~main_model.recipes.Recipe`, Adam(W) and a
+  cosine schedule.
+- :func:`train_main_model` / :func:`pretrain_main_model`: :func:`fit` on a data split, with a
+  progress bar, a duration estimate (and a limit, :class:`PretrainTooLongError`) and the
+  split's provenance recorded in the model (which rows it trained on).
 
-- ``dynalay`` (default): every sample trains the straight path **and** one loop path drawn
-  uniformly from loop-1..n; loss = CE(straight) + CE(loop). The straight pass is computed
-  anyway (loops warm-start from it), so keeping its loss costs one extra head and backward
-  through layers that already ran, and the straight path gets the full gradient instead of a
-  1/(n+1) share.
-- ``uniform``: the previous recipe (and the thesis's warm-up read literally): one path per
-  sample drawn uniformly from NOP, loop-1..n; loss = CE(that path).
-- ``plain``: the straight path only: the same network trained as a plain CNN (the loop convs
-  get no gradient). The separately trained "3-layer CNN" baseline.
-- ``deq``: every block looped with TorchDEQ's Anderson solver and implicit backward, loss on
-  that path only. The separately trained "DEQ with solvers" baseline.
-
-In the alternating phase the agent chooses the paths (:func:`train_epoch` with an
-:data:`ActionChooser`), with the recipe's rule for the straight loss.
+Data comes as a :class:`Split`, a small protocol that ``dynalay_env``'s image and text splits
+follow, so nothing here imports the environment package. Recipes live in
+:mod:`main_model.recipes`, per-path statistics in :mod:`main_model.paths`.
 """
 
 from __future__ import annotations
 
+import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass, field
+from typing import Any, Protocol
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from main_model import distributed
-from main_model.network import DynaLayNet
+import main_model.distributed as distributed
+from main_model.network import DynaLayConfig, DynaLayNet
+from main_model.paths import evaluate_paths, path_name, per_sample
+from main_model.progress import progress_bar
+from main_model.recipes import ActionChooser, Recipe, get_recipe, recipe_actions
+from main_model.sequence import DynaLaySeqConfig, DynaLaySeqNet
 
-#: Chooses one action per sample: (images (B, C, H, W), labels (B,)) -> actions (B,) int64.
-ActionChooser = Callable[[Tensor, Tensor], Tensor]
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """How a main model is trained.
-
-    Attributes:
-        name: the recipe's key in :data:`RECIPES`.
-        low, high: training actions are drawn uniformly from ``low..high`` (``high=None`` = n).
-        train_straight: add CE of the straight pass to every sample's loss (the straight pass
-            runs anyway; a sample whose action is NOP then counts its straight loss once).
-        solver: ``fpi`` or TorchDEQ's ``anderson``/``broyden`` for the loops.
-        description: one line for tables.
-    """
-
-    name: str
-    low: int
-    high: int | None
-    train_straight: bool
-    solver: str = "fpi"
-    description: str = ""
-
-
-RECIPES: dict[str, Recipe] = {
-    "dynalay": Recipe("dynalay", 1, None, True, description="straight + uniform loop-1..n"),
-    "uniform": Recipe("uniform", 0, None, False, description="one uniform path of NOP..loop-n"),
-    "plain": Recipe("plain", 0, 0, True, description="straight path only (plain CNN)"),
-    "deq": Recipe("deq", -1, None, False, "anderson", "all blocks looped, Anderson (DEQ)"),
+#: ``fit``'s optimisers, by name.
+OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
+    "adamw": torch.optim.AdamW,
+    "adam": torch.optim.Adam,
 }
+#: Batches timed, after a first warm-up batch, before a training run's duration is estimated.
+_TIMED_BATCHES = 1
 
 
-def first_blocks_recipe(blocks: int) -> Recipe:
-    """FPI in the first ``blocks`` blocks only (the thesis's Fig. 4.4 "Model m"): the
-    ``dynalay`` recipe with its loop draws limited to loop-1..``blocks``, so blocks after them
-    always run straight, i.e. as plain conv layers; ``blocks=0`` is the ``plain`` recipe."""
-    if blocks < 0:
-        raise ValueError(f"blocks must be >= 0, got {blocks}")
-    if blocks == 0:
-        return RECIPES["plain"]
-    return Recipe(f"fpi-first-{blocks}", 1, blocks, True, description=f"FPI in blocks 1..{blocks}")
+class Split(Protocol):
+    """What training needs of a data split (``dynalay_env.data.ImageSplit`` and ``TextSplit``):
+    its length and device, a copy on another device, a batch of model inputs for some rows, the
+    labels, a ``spec`` with the dataset's ``name``, and the record a model trained on it keeps
+    (:meth:`training_provenance`). A text split also has a ``vocabulary``."""
 
+    labels: Tensor
+    spec: Any
 
-def get_recipe(name: str) -> Recipe:
-    if name not in RECIPES:
-        raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
-    return RECIPES[name]
+    def __len__(self) -> int: ...
 
+    @property
+    def device(self) -> torch.device: ...
 
-def recipe_actions(
-    recipe: Recipe, n_actions: int, generator: torch.Generator | None = None
-) -> ActionChooser:
-    """The :data:`ActionChooser` of ``recipe``: uniform over its action range (``-1`` = loop-n)."""
-    n_blocks = n_actions - 1
-    low = n_blocks if recipe.low < 0 else recipe.low
-    high = n_blocks if recipe.high is None else recipe.high
+    def to(self, device: str | torch.device) -> Split: ...
 
-    def choose(images: Tensor, labels: Tensor) -> Tensor:
-        draws = torch.randint(low, high + 1, (images.shape[0],), generator=generator)
-        return draws.to(images.device)
+    def normalized(self, rows: Tensor) -> Tensor: ...
 
-    return choose
-
-
-def uniform_actions(n_actions: int, generator: torch.Generator | None = None) -> ActionChooser:
-    """An :data:`ActionChooser` drawing every path (NOP and loop-1..n) uniformly."""
-    return recipe_actions(RECIPES["uniform"], n_actions, generator)
+    def training_provenance(self) -> dict: ...
 
 
 @dataclass
@@ -184,6 +147,55 @@ def _synchronize(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
+def sample_losses(
+    straight_logits: Tensor,
+    logits: Tensor,
+    labels: Tensor,
+    actions: Tensor,
+    *,
+    train_straight: bool,
+    loop_weighting: str = "uniform",
+) -> tuple[Tensor, Tensor]:
+    """THE LOSS of a training step, per sample: ``(sample_losses, path_losses)``, both (B,).
+
+    ``path_losses``: cross-entropy of each sample's chosen path (a language model's: the mean
+    over its positions). ``sample_losses``, what is minimised (its mean over the batch):
+    ``path_losses``, plus, with ``train_straight``, the straight pass's cross-entropy for every
+    sample (a NOP sample's path *is* the straight pass: counted once). Every option of the loss
+    belongs here, so :func:`train_epoch` and everything built on it share it.
+
+    ``loop_weighting`` (:data:`~main_model.recipes.LOOP_WEIGHTINGS`, with ``train_straight``)
+    weights each loop path's loss by what the straight pass left to do, so the loop learns
+    what the straight pass lacks instead of a copy of it: ``hard`` by 1 - p_straight(label),
+    ``unsure`` by 1 - max p_straight (the samples a confidence policy sends to a loop), both
+    detached and scaled to mean 1 over the batch's loop samples; ``uniform`` weighs all alike.
+    """
+    path_losses = per_sample(F.cross_entropy(logits, labels, reduction="none"))
+    if train_straight:
+        straight_losses = per_sample(F.cross_entropy(straight_logits, labels, reduction="none"))
+        looped = (actions != 0).to(path_losses.dtype)
+        if loop_weighting != "uniform":
+            looped = looped * _loop_weights(straight_logits, labels, loop_weighting, looped)
+        return straight_losses + path_losses * looped, path_losses
+    return path_losses, path_losses
+
+
+def _loop_weights(
+    straight_logits: Tensor, labels: Tensor, weighting: str, looped: Tensor
+) -> Tensor:
+    """(B,) detached weights of the loop losses, mean 1 over the looped samples."""
+    with torch.no_grad():
+        probabilities = straight_logits.softmax(dim=1)
+        if weighting == "hard":
+            left = 1.0 - per_sample(probabilities.gather(1, labels.unsqueeze(1)).squeeze(1))
+        elif weighting == "unsure":
+            left = 1.0 - per_sample(probabilities.amax(dim=1))
+        else:
+            raise ValueError(f"unknown loop weighting {weighting!r}")
+        mean = (left * looped).sum() / looped.sum().clamp_min(1.0)
+        return left / mean.clamp_min(1e-6)
+
+
 def train_epoch(
     model: DynaLayNet,
     optimizer: torch.optim.Optimizer,
@@ -195,12 +207,14 @@ def train_epoch(
     solver: str = "fpi",
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     forward: nn.Module | None = None,
+    loop_weighting: str = "uniform",
 ) -> EpochStats:
     """One pass over ``batches`` of (images (B, C, H, W), labels (B,)); cross-entropy loss.
 
     Each sample runs the straight pass then its chosen action; gradients through looped
-    blocks are implicit (see :class:`main_model.fpi.FPIBlock`). ``train_straight`` adds the
-    straight pass's CE for every sample (see the module docstring). ``scheduler`` steps after
+    blocks are implicit (see :class:`main_model.fpi.FPIBlock`). The loss is
+    :func:`sample_losses` (``train_straight``, ``loop_weighting``: see there; under torchrun
+    a weighting's mean is taken over each rank's share). ``scheduler`` steps after
     every optimiser step. ``on_batch(loss)`` is called after every step (progress bars).
     ``forward``: :func:`training_forward` of ``model``, built once by the caller (default: one
     built here).
@@ -223,15 +237,17 @@ def train_epoch(
             shard = distributed.batch_shard(labels.shape[0])
             images, labels, actions = images[shard.rows], labels[shard.rows], actions[shard.rows]
         straight_logits, logits = forward(images, actions, solver)
-        path_losses = per_sample(F.cross_entropy(logits, labels, reduction="none"))
-        if train_straight:
-            straight_losses = per_sample(F.cross_entropy(straight_logits, labels, reduction="none"))
-            sample_losses = straight_losses + path_losses * (actions != 0)
-        else:
-            sample_losses = path_losses
+        losses, path_losses = sample_losses(
+            straight_logits,
+            logits,
+            labels,
+            actions,
+            train_straight=train_straight,
+            loop_weighting=loop_weighting,
+        )
         # One process: the mean, as always. Several: this rank's sum scaled by N / global rows,
         # which DDP's mean over the N ranks turns into the global batch's mean.
-        loss = sample_losses.sum() * shard.loss_scale if shared else sample_losses.mean()
+        loss = losses.sum() * shard.loss_scale if shared else losses.mean()
         optimizer.zero_grad(set_to_none=True)
         _synchronize(images.device)
         backward_started = time.perf_counter()
@@ -255,16 +271,6 @@ def train_epoch(
     return stats
 
 
-def per_sample(values: Tensor) -> Tensor:
-    """(B,) values per sample: ``values`` itself when (B,); for per-position values (B, T) (a
-    language model's token losses or hits) their mean over the positions, float64 for hits."""
-    if values.dim() == 1:
-        return values
-    return (
-        values.flatten(1).to(torch.float64 if values.dtype == torch.bool else values.dtype).mean(1)
-    )
-
-
 def fit(
     model: DynaLayNet,
     epoch_batches: Callable[[int], Iterable[tuple[Tensor, Tensor]]],
@@ -278,41 +284,58 @@ def fit(
     seed: int = 0,
     on_batch: Callable[[float], None] | None = None,
     on_epoch: Callable[[int, EpochStats], None] | None = None,
+    optimizer: str = "adamw",
+    choose_actions: ActionChooser | None = None,
+    solver: str | None = None,
 ) -> list[EpochStats]:
-    """Train ``model`` from scratch with ``recipe`` (Adam(W)); returns one :class:`EpochStats`
-    per epoch.
+    """Train ``model`` with ``recipe`` (Adam(W)); returns one :class:`EpochStats` per epoch.
 
     Args:
         epoch_batches: ``epoch -> batches`` of (images, labels) for that epoch (1-based).
         batches_per_epoch: for the learning-rate schedule.
         schedule: ``cosine`` (decay to 0 over all steps) or ``constant``.
         seed: seeds the recipe's path draws.
+        on_batch: called with each step's loss; ``on_epoch(epoch, stats)`` after each epoch.
+        optimizer: ``adamw`` (from scratch) or ``adam`` (the alternating trainer's
+            supervised phases, which fine-tune; both without weight decay by default).
+        choose_actions: who chooses each sample's path (default: the recipe's draws; the
+            trainer passes its agent's choices); the recipe still sets the loss.
+        solver: how loops run (default: the recipe's).
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
     if schedule not in ("cosine", "constant"):
         raise ValueError(f"schedule must be 'cosine' or 'constant', got {schedule!r}")
+    if optimizer not in OPTIMIZERS:
+        raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
-    optimizer = torch.optim.AdamW(model.parameters(), lr=learning_rate, weight_decay=weight_decay)
+    optimizer_ = OPTIMIZERS[optimizer](
+        model.parameters(), lr=learning_rate, weight_decay=weight_decay
+    )
     scheduler = (
-        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, epochs * batches_per_epoch)
+        torch.optim.lr_scheduler.CosineAnnealingLR(optimizer_, epochs * batches_per_epoch)
         if schedule == "cosine"
         else None
     )
-    choose = recipe_actions(recipe, model.n_actions, torch.Generator().manual_seed(seed))
+    choose = (
+        recipe_actions(recipe, model.n_actions, torch.Generator().manual_seed(seed))
+        if choose_actions is None
+        else choose_actions
+    )
     forward = training_forward(model)  # one DDP wrapper for the whole run when distributed
     history = []
     for epoch in range(1, epochs + 1):
         stats = train_epoch(
             model,
-            optimizer,
+            optimizer_,
             epoch_batches(epoch),
             choose,
             on_batch,
             train_straight=recipe.train_straight,
-            solver=recipe.solver,
+            solver=recipe.solver if solver is None else solver,
             scheduler=scheduler,
             forward=forward,
+            loop_weighting=recipe.loop_weighting,
         )
         history.append(stats)
         if on_epoch is not None:
@@ -320,59 +343,147 @@ def fit(
     return history
 
 
-def path_name(action: int) -> str:
-    """``NOP`` for action 0, ``loop-k`` for action k (the static path's name in every report)."""
-    return "NOP" if action == 0 else f"loop-{action}"
+# ----- a main model trained on a data split -------------------------------------------------------
+class PretrainTooLongError(RuntimeError):
+    """Training a main model was estimated to take longer than allowed (``time_limit_s``)."""
 
 
-@torch.no_grad()
-def evaluate_paths(model: DynaLayNet, batches: Iterable[tuple[Tensor, Tensor]]) -> dict[int, float]:
-    """Accuracy of every static path (0 = NOP .. n = loop all) on ``batches``."""
-    return {a: s["accuracy"] for a, s in path_statistics(model, batches).items()}
+def iterate_batches(
+    split: Split, batch_size: int, generator: torch.Generator | None = None
+) -> Iterator[tuple[Tensor, Tensor]]:
+    """Shuffled (when ``generator`` is given) batches of model inputs (normalised images, or
+    token ids) and labels of ``split``, in order otherwise."""
+    order = (
+        torch.randperm(len(split), generator=generator)
+        if generator is not None
+        else torch.arange(len(split))
+    )
+    order = order.to(split.device)
+    for start in range(0, len(split), batch_size):
+        rows = order[start : start + batch_size]
+        yield split.normalized(rows), split.labels[rows]
 
 
-@torch.no_grad()
-def path_statistics(
-    model: DynaLayNet,
-    batches: Iterable[tuple[Tensor, Tensor]],
-    solver: str = "fpi",
-    actions: Sequence[int] | None = None,
-) -> dict[int, dict[str, float]]:
-    """Per static path (0 = NOP .. n = loop all; ``actions``: only these): accuracy, mean CE
-    loss, mean FLOPs per sample (the straight pass included) and mean loop iterations per
-    looped block."""
-    model.eval()
-    n = model.n_actions
-    paths = list(range(n)) if actions is None else list(actions)
-    correct = torch.zeros(n, dtype=torch.float64)
-    loss = torch.zeros(n, dtype=torch.float64)
-    flops = torch.zeros(n, dtype=torch.float64)
-    iterations = torch.zeros(n, dtype=torch.float64)
-    total = 0
-    for images, labels in batches:
-        straight = model.straight(images)
-        for action in paths:
-            output = straight
-            if action > 0:
-                actions = torch.full((images.shape[0],), action, device=images.device)
-                output = model.step(straight.state, actions, solver)
-                flops[action] += float(output.flops.sum())
-                iterations[action] += float(output.iterations[:, :action].double().mean(1).sum())
-            logits = output.state.logits
-            flops[action] += float(straight.flops.sum())
-            # Per sample: the mean over its positions (one position per image; T for a
-            # language model's windows, all of length T, so the sum over tokens / T).
-            positions = labels[0].numel()
-            correct[action] += float((logits.argmax(dim=1) == labels).sum()) / positions
-            loss[action] += float(F.cross_entropy(logits, labels, reduction="sum")) / positions
-        total += images.shape[0]
-    total = max(total, 1)
-    return {
-        action: {
-            "accuracy": float(correct[action]) / total,
-            "loss": float(loss[action]) / total,
-            "flops": float(flops[action]) / total,
-            "iterations": float(iterations[action]) / total,
-        }
-        for action in paths
+def new_main_model(
+    config: DynaLayConfig | DynaLaySeqConfig, split: Split
+) -> DynaLayNet | DynaLaySeqNet:
+    """An untrained main model of ``config`` for ``split``'s data (with its vocabulary)."""
+    if isinstance(config, DynaLaySeqConfig):
+        return DynaLaySeqNet(config, split.vocabulary)
+    return DynaLayNet(config)
+
+
+def format_duration(seconds: float) -> str:
+    if seconds < 90:
+        return f"{seconds:.0f} s"
+    if seconds < 5400:
+        return f"{seconds / 60:.0f} min"
+    return f"{seconds / 3600:.1f} h"
+
+
+def train_main_model(
+    train_split: Split,
+    *,
+    epochs: int,
+    config: DynaLayConfig | DynaLaySeqConfig,
+    batch_size: int = 64,
+    learning_rate: float = 1e-2,
+    recipe: str | Recipe = "dynalay",
+    seed: int = 0,
+    device: torch.device | str = "cpu",
+    progress: bool = True,
+    time_limit_s: float | None = None,
+) -> tuple[DynaLayNet, list[EpochStats]]:
+    """Train a main model of ``config`` from scratch on ``train_split`` with ``recipe`` (see
+    :mod:`main_model.recipes`; ``plain`` gives the plain-CNN baseline), Adam with cosine decay.
+
+    ``time_limit_s``: after the first few batches the whole run's duration is estimated (and
+    printed when ``progress``); over this limit, :class:`PretrainTooLongError` is raised then.
+
+    Under torchrun (:mod:`main_model.distributed`) every process calls this with the same
+    arguments: ``batch_size`` is the global batch, each process trains on its share of it
+    through DDP, and all end with the same weights (pass ``progress`` on rank 0 only).
+
+    Returns the model (in eval mode, recording its training rows in ``provenance``:
+    ``train_split.training_provenance()``, the recipe and the epochs) and one
+    :class:`EpochStats` per epoch.
+    """
+    if epochs < 1:
+        raise ValueError(f"epochs must be >= 1, got {epochs}")
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    torch.manual_seed(seed)
+    device = torch.device(device)
+    model = new_main_model(config, train_split).to(device)
+    split = train_split.to(device)
+    distributed.check_batches(len(split), batch_size)  # several processes: a global batch each
+    generator = torch.Generator().manual_seed(seed)
+    batches_per_epoch = -(-len(split) // batch_size)
+    bar = progress_bar(
+        total=epochs * batches_per_epoch,
+        desc=f"train {split.spec.name} main model ({recipe.name}, {epochs} epochs)",
+        disable=not progress,
+    )
+
+    total_batches = epochs * batches_per_epoch
+    batch_ends: list[float] = []
+
+    def advance(loss: float) -> None:
+        bar.update(1)
+        bar.set_postfix(loss=f"{loss:.3f}", refresh=False)
+        if len(batch_ends) <= _TIMED_BATCHES and total_batches > _TIMED_BATCHES + 1:
+            batch_ends.append(time.perf_counter())
+            if len(batch_ends) == _TIMED_BATCHES + 1:  # the first batch is warm-up: not timed
+                per_batch = (batch_ends[-1] - batch_ends[0]) / _TIMED_BATCHES
+                check_duration(per_batch, total_batches)
+
+    def check_duration(per_batch: float, total: int) -> None:
+        estimate = per_batch * total
+        summary = (
+            f"training {total} batches ({epochs} epoch(s) of {batches_per_epoch}) of a "
+            f"{'/'.join(map(str, model.config.widths))} {split.spec.name} main model takes about "
+            f"{format_duration(estimate)} here ({per_batch:.2f} s per batch on {device.type})"
+        )
+        if time_limit_s is not None and estimate > time_limit_s:
+            raise PretrainTooLongError(
+                f"{summary}, over the limit of {format_duration(time_limit_s)}."
+            )
+        if progress:
+            bar.write(f"DynaLay: {summary}", file=sys.stderr)
+
+    with bar:
+        history = fit(
+            model,
+            lambda epoch: iterate_batches(split, batch_size, generator),
+            epochs=epochs,
+            batches_per_epoch=batches_per_epoch,
+            recipe=recipe,
+            learning_rate=learning_rate,
+            seed=seed,
+            on_batch=advance,
+        )
+    model.provenance = {
+        **train_split.training_provenance(),
+        "recipe": recipe.name,
+        "epochs": epochs,
     }
+    return model.eval(), history
+
+
+def pretrain_main_model(
+    train_split: Split,
+    *,
+    eval_split: Split | None = None,
+    progress: bool = True,
+    **training: Any,
+) -> DynaLayNet:
+    """:func:`train_main_model` (``training`` are its keyword arguments), returning the model.
+
+    ``eval_split``: when given, the accuracy of every static path on it is printed at the end.
+    """
+    model, _ = train_main_model(train_split, progress=progress, **training)
+    if eval_split is not None and progress:
+        device = next(model.parameters()).device
+        accuracy = evaluate_paths(model, iterate_batches(eval_split.to(device), 256))
+        summary = ", ".join(f"{path_name(a)} {acc:.3f}" for a, acc in accuracy.items())
+        print(f"main model accuracy on {eval_split.spec.name} per path: {summary}", file=sys.stderr)
+    return model

@@ -15,11 +15,12 @@ from test_env import write_mnist_files
 from torchvision.io import write_png
 
 import run_rl
+from agents.algorithms import load_agent_policy
 from agents.config import load_run_config
 from agents.deploy import classifier_from_run
-from agents.evaluate import run_policy, sequential_core
-from agents.experiments import final_checkpoints, load_agent_policy
-from agents.files import MODEL_FILE
+from agents.evaluate import run_policy
+from agents.files import MODEL_FILE, final_checkpoints
+from dynalay_env.build import sequential_core
 from dynalay_env.data import load_splits
 from main_model import CheckpointError, load_main_model
 from main_model.adaptive import FORMAT_VERSION, AdaptiveClassifier
@@ -61,10 +62,7 @@ def env_evaluation(run_dir: Path) -> tuple[dict[str, np.ndarray], torch.Tensor, 
     config = load_run_config(run_dir)
     splits = load_splits("MNIST", config.data_dir, config.holdout_size, config.data_seed)
     model, _ = load_main_model(final_checkpoints(run_dir) / MODEL_FILE)
-    core, episodes = sequential_core(
-        model, splits["test"], alpha=config.alpha, beta=config.beta,
-        max_steps=config.max_steps, device="cpu",
-    )  # fmt: skip
+    core, episodes = sequential_core(model, splits["test"], mdp=config.mdp, device="cpu")
     assert episodes == core.num_slots == N_TEST
     result = run_policy(core, load_agent_policy(run_dir, config.algo, "cpu"), episodes)
     # Every image once (in the order episodes ended: NOP answers before loops end).
@@ -163,6 +161,22 @@ def test_bad_files_raise_checkpoint_errors_that_say_what_to_do(runs, tmp_path):
     main_model_file = final_checkpoints(runs["ppo", 1]) / MODEL_FILE
     with pytest.raises(CheckpointError, match="not a DynaLay adaptive classifier"):
         AdaptiveClassifier.load(main_model_file)
+
+
+def test_predict_on_a_pickle_says_what_the_file_is_not_in_the_projects_words(runs, capsys):
+    """An SB3 file (VecNormalize's pickle, the agent's zip) given as the classifier: the message
+    names the file, says it is not an exported classifier and how to make one, without torch's
+    multi-paragraph ``weights_only`` text."""
+    folder = final_checkpoints(runs["ppo", 1])
+    for name in ("vecnormalize.pkl", "agent.zip"):
+        if not (folder / name).is_file():
+            continue
+        assert run_rl.main(["predict", str(folder / name), "image.png"]) == 2
+        err = capsys.readouterr().err
+        assert f"{folder / name} is not a readable DynaLay classifier" in err
+        assert "run_rl.py export RUN_DIR --output FILE" in err
+        assert "Weights only load failed" not in err and "WeightsUnpickler" not in err
+        assert len(err.splitlines()) == 1
 
 
 def test_predict_prints_and_writes_json_for_png_files(runs, tmp_path, capsys):

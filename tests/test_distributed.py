@@ -27,7 +27,8 @@ from agents.config import TrainConfig
 from dynalay_env.data import get_spec
 from dynalay_env.models import config_for
 from main_model import DynaLayNet, distributed
-from main_model.train import get_recipe, recipe_actions, train_epoch, training_forward
+from main_model.recipes import get_recipe, recipe_actions
+from main_model.train import train_epoch, training_forward
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD = 2

@@ -23,9 +23,9 @@ import yaml
 from test_env import write_mnist_files
 
 import run_rl
+from agents.algorithms import ALGORITHMS
 from agents.config import TrainConfig
-from agents.experiments import final_checkpoints
-from agents.trainer import ALGORITHMS
+from agents.files import final_checkpoints
 
 REPO = Path(__file__).resolve().parents[1]
 # One round: phases pretrain, round1/rl, round1/supervised, final/rl.

@@ -16,7 +16,6 @@ from agents.tradeoff import demo_config, validate
 from dynalay_env.data import get_spec
 from dynalay_env.models import (
     PRETRAIN_LIMIT_VARIABLE,
-    PretrainTooLongError,
     cached_model_path,
     obtain_main_model,
     resolve_pretrain_limit,
@@ -25,6 +24,7 @@ from dynalay_env.models import (
 )
 from main_model import load_main_model
 from main_model.checkpoint import state_digest
+from main_model.train import PretrainTooLongError
 
 FASHION = get_spec("FashionMNIST")
 DEBIAN_FASHION_MNIST = Path("/usr/share/datasets/fashion-mnist")

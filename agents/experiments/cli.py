@@ -101,6 +101,8 @@ def add_config_flags(parser: argparse.ArgumentParser, cls: type, defaults: Any =
             if choices is not None:
                 options["choices"] = list(choices() if callable(choices) else choices)
         flag = meta.get("flag") or "--" + f.name.replace("_", "-")
+        if meta.get("flag") and element is not bool:  # --lr LR, not --lr LEARNING_RATE
+            options["metavar"] = flag.lstrip("-").replace("-", "_").upper()
         parser.add_argument(flag, help=help_text.replace("%", "%%"), **options)
 
 

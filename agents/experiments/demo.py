@@ -12,14 +12,34 @@ import argparse
 import sys
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from dynalay_env.data import DataNotFoundError, get_spec
 from dynalay_env.models import SHIPPED_DIR, shipped_model_path, shipped_model_provenance
 
-from .cli import SettingsMismatch, non_negative_float, positive_int
+from .cli import (
+    SettingsMismatch,
+    add_config_flags,
+    arg,
+    config_from_flags,
+    non_negative_float,
+    positive_int,
+)
 from .tradeoff import TableConfig, run_table
+
+
+@dataclass(frozen=True)
+class DemoConfig:
+    """What ``run_rl.py demo`` lets one change; the rest is the shipped model's record."""
+
+    betas: tuple[float, ...] = arg(
+        (0.03, 0.1, 0.3), "one PPO agent per beta", type=non_negative_float
+    )
+    total_timesteps: int = arg(50000, "env steps per agent", type=positive_int)
+    device: str = arg("auto", "auto (GPU when there is one), cpu, cuda")
+    out: str = arg("runs/demo", "results directory")
 
 
 def demo_config(
@@ -102,13 +122,9 @@ def demo_main(argv: list[str]) -> int:
         "model shipped with the package, side by side with plain CNNs (1x and 2x FLOPs) trained "
         "here with its images, epochs and schedule, loop-all and the confidence threshold (test "
         "accuracy, FLOPs, wall time), and the Pareto plot. Resumable like `table`.",
-        formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("--betas", type=non_negative_float, nargs="+", default=[0.03, 0.1, 0.3])
-    parser.add_argument("--total-timesteps", type=positive_int, default=50000)
-    parser.add_argument("--device", default="auto")
-    parser.add_argument("--out", default="runs/demo", help="results directory")
-    args = parser.parse_args(argv)
+    add_config_flags(parser, DemoConfig)
+    args = config_from_flags(DemoConfig, parser.parse_args(argv))
     started = time.perf_counter()
     try:
         config = demo_config(args.out, args.betas, args.total_timesteps, args.device)

@@ -1,13 +1,15 @@
-"""Datasets for DynaLay, looked up offline first, held on the device as one uint8 tensor.
+"""Image datasets (torchvision's), looked up offline first, held on the device as one uint8 tensor.
 
 Lookup order (DESIGN section 6): the user's ``data_dir``; the project's cache
 (``$DYNALAY_CACHE`` or ``~/.cache/dynalay``, sub-folder ``data``); system copies (Debian's
 ``dataset-fashion-mnist`` installs ``/usr/share/datasets/fashion-mnist``); then torchvision's
-download, only when ``download=True``. When nothing is found a :class:`DataNotFoundError` lists
-every place looked at and the command that installs or downloads the data.
+download, only when ``download=True``. When nothing is found a
+:class:`~dynalay_env.data.splits.DataNotFoundError` lists every place looked at and the command
+that installs or downloads the data.
 
 Splits: ``train`` (the main model learns on it), ``holdout`` (a fixed, seeded part of the
-training set the main model never sees, for the agent) and ``test``.
+training set the main model never sees, for the agent; :func:`~dynalay_env.data.splits.
+carve_rows`) and ``test``. A new torchvision dataset is one :data:`DATASETS` entry.
 """
 
 from __future__ import annotations
@@ -15,22 +17,17 @@ from __future__ import annotations
 import gzip
 import os
 import shutil
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 import torchvision
 from torch import Tensor
 
-from main_model.adaptive import normalize_pixels
-
-if TYPE_CHECKING:
-    from dynalay_env.text import TextSpec, TextSplit
-
-SPLITS = ("train", "holdout", "test")
+from dynalay_env.data.corruption import corrupt_images
+from dynalay_env.data.splits import DataNotFoundError, cache_dir, carve_rows, training_provenance
+from main_model.pixels import normalize_pixels
 
 
 @dataclass(frozen=True)
@@ -44,6 +41,9 @@ class DatasetSpec:
         mean, std: per-channel normalisation of [0, 1] pixels.
         system_dirs: folders where the OS may install the raw files.
         install_hint: the command that makes the data available.
+        corruption_seed: when set, every image is occluded and cluttered at a severity of
+            its own (:func:`dynalay_env.data.corruption.corrupt_images`, seeded: the training set
+            with this seed, the test set with seed + 1), the same for every model.
     """
 
     name: str
@@ -55,6 +55,7 @@ class DatasetSpec:
     std: tuple[float, ...]
     system_dirs: tuple[str, ...] = ()
     install_hint: str = ""
+    corruption_seed: int | None = None
 
 
 _DOWNLOAD_HINT = "python -m dynalay_env.pretrain --dataset {name} --download"
@@ -92,6 +93,22 @@ DATASETS: dict[str, DatasetSpec] = {
         + _DOWNLOAD_HINT.format(name="FashionMNIST")
         + ")",
     ),
+    # Fashion-MNIST with occluders, clutter and noise of a severity drawn per image: where
+    # loops (lateral recurrence) are expected to pay, and difficulty varies image by image.
+    "CorruptedFashionMNIST": DatasetSpec(
+        "CorruptedFashionMNIST",
+        "FashionMNIST",
+        1,
+        28,
+        10,
+        (0.3347,),  # measured on the corrupted training images
+        (0.3329,),
+        system_dirs=("/usr/share/datasets/fashion-mnist",),
+        install_hint="apt-get install dataset-fashion-mnist   (or: "
+        + _DOWNLOAD_HINT.format(name="FashionMNIST")
+        + ")",
+        corruption_seed=0,
+    ),
     "MNIST": DatasetSpec(
         "MNIST",
         "MNIST",
@@ -103,29 +120,6 @@ DATASETS: dict[str, DatasetSpec] = {
         install_hint=_DOWNLOAD_HINT.format(name="MNIST"),
     ),
 }
-
-
-class DataNotFoundError(FileNotFoundError):
-    """No copy of a dataset was found; the message lists where we looked and what to run."""
-
-
-def get_spec(name: str) -> DatasetSpec | TextSpec:
-    """The spec of ``name`` (case-insensitive): a :class:`DatasetSpec` for the images, a
-    :class:`~dynalay_env.text.TextSpec` for the text datasets; a clear error for unknown names."""
-    from dynalay_env.text import TEXT_DATASETS, get_text_spec  # text.py imports this module
-
-    for key, spec in DATASETS.items():
-        if key.lower() == name.lower():
-            return spec
-    text = get_text_spec(name)
-    if text is not None:
-        return text
-    raise ValueError(f"unknown dataset {name!r}; choose one of {sorted(DATASETS | TEXT_DATASETS)}")
-
-
-def cache_dir() -> Path:
-    """The project's cache: ``$DYNALAY_CACHE`` or ``~/.cache/dynalay``."""
-    return Path(os.environ.get("DYNALAY_CACHE", Path.home() / ".cache" / "dynalay"))
 
 
 @dataclass
@@ -187,6 +181,10 @@ class ImageSplit:
     def subset(self, rows: Tensor) -> ImageSplit:
         """The samples at ``rows`` (positions in this split)."""
         return ImageSplit(self.images[rows], self.labels[rows], self.indices[rows], self.spec)
+
+    def training_provenance(self) -> dict:
+        """What a main model trained on this split records (:func:`training_provenance`)."""
+        return training_provenance(self)
 
     def model_mismatch(self, model) -> str | None:
         """Why ``model`` (a :class:`~main_model.DynaLayNet`) cannot run on this split, or None."""
@@ -309,60 +307,34 @@ def locate(spec: DatasetSpec, data_dir: str | os.PathLike | None, download: bool
 DEFAULT_IMAGE_HOLDOUT = 5000
 
 
-def load_splits(
-    name: str,
+def image_spec(name: str) -> DatasetSpec | None:
+    """The :class:`DatasetSpec` of ``name`` (case-insensitive), or None for other datasets."""
+    for key, spec in DATASETS.items():
+        if key.lower() == name.lower():
+            return spec
+    return None
+
+
+def load_image_splits(
+    spec: DatasetSpec,
     data_dir: str | os.PathLike | None = None,
     holdout_size: int | None = None,
     seed: int = 0,
     download: bool = False,
     train_size: int | None = None,
-    **text_options: int | None,
-) -> dict[str, ImageSplit] | dict[str, TextSplit]:
-    """Load ``train``, ``holdout`` and ``test`` splits of dataset ``name`` (on the CPU).
-
-    The holdout is ``holdout_size`` training samples chosen by a permutation seeded with
-    ``seed``; ``train_size`` keeps that many of the rest, chosen by another permutation with the
-    same seed. The same arguments always give the same split. ``holdout_size=None``: the
-    dataset's default (:data:`DEFAULT_IMAGE_HOLDOUT` images, or the text dataset's own). Text
-    datasets are read by :func:`dynalay_env.text.load_text_splits` (``text_options``: its
-    ``seq_len`` and ``max_vocab``).
-    """
-    spec = get_spec(name)
-    if not isinstance(spec, DatasetSpec):
-        from dynalay_env.text import load_text_splits
-
-        return load_text_splits(
-            spec.name, data_dir, holdout_size, seed, download, train_size, **text_options
-        )
+) -> dict[str, ImageSplit]:
+    """``train``, ``holdout`` and ``test`` splits of image dataset ``spec`` (on the CPU); see
+    :func:`dynalay_env.data.load_splits` (``holdout_size=None``: :data:`DEFAULT_IMAGE_HOLDOUT`)."""
     holdout_size = DEFAULT_IMAGE_HOLDOUT if holdout_size is None else holdout_size
     train_set, test_set, _ = locate(spec, data_dir, download)
     train_images, train_labels = _to_tensors(train_set)
     test_images, test_labels = _to_tensors(test_set)
+    if spec.corruption_seed is not None:
+        train_images, _ = corrupt_images(train_images, spec.corruption_seed)
+        test_images, _ = corrupt_images(test_images, spec.corruption_seed + 1)
     return split_training_set(
         spec, train_images, train_labels, test_images, test_labels, holdout_size, seed, train_size
     )
-
-
-def carve_rows(
-    n: int, holdout_size: int, seed: int, train_size: int | None = None, what: str = "the data"
-) -> tuple[Tensor, Tensor]:
-    """(holdout rows, train rows) of a training set of ``n`` samples, for images and text alike.
-
-    The holdout is ``holdout_size`` rows of a permutation seeded with ``seed`` (sorted); the
-    train rows are the rest (sorted), or ``train_size`` of them chosen by another permutation
-    with the same seed. ``what`` names the data in the error for a bad ``holdout_size``.
-    """
-    if not 0 < holdout_size < n:
-        raise ValueError(f"holdout_size must be in [1, {n - 1}] for {what}, got {holdout_size}")
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(seed))
-    holdout_rows, train_rows = (
-        order[:holdout_size].sort().values,
-        order[holdout_size:].sort().values,
-    )
-    if train_size is not None and train_size < len(train_rows):
-        keep = torch.randperm(len(train_rows), generator=torch.Generator().manual_seed(seed))
-        train_rows = train_rows[keep[:train_size]]
-    return holdout_rows, train_rows
 
 
 def split_training_set(
@@ -376,7 +348,7 @@ def split_training_set(
     train_size: int | None = None,
 ) -> dict[str, ImageSplit]:
     """Carve a seeded ``holdout`` out of the training set (:func:`carve_rows`); see
-    :func:`load_splits`."""
+    :func:`dynalay_env.data.load_splits`."""
     holdout_rows, train_rows = carve_rows(
         train_images.shape[0], holdout_size, seed, train_size, spec.name
     )
@@ -396,7 +368,11 @@ def random_splits(
     """Random uint8 images and labels of dataset ``name``'s shape, split like the real one
     (half the training samples are the holdout). For tests and benchmarks without data files.
     """
-    spec = get_spec(name)
+    spec = image_spec(name)
+    if spec is None:
+        raise ValueError(
+            f"random splits are made for image datasets {sorted(DATASETS)}, not {name!r}"
+        )
     generator = torch.Generator().manual_seed(seed)
     shape = (spec.in_channels, spec.image_size, spec.image_size)
 
@@ -409,57 +385,3 @@ def random_splits(
     return split_training_set(
         spec, images(n_train), labels(n_train), images(n_test), labels(n_test), n_train // 2, seed
     )
-
-
-def training_provenance(train_split: ImageSplit) -> dict:
-    """What a main model trained on ``train_split`` records in its checkpoint.
-
-    ``train_rows`` marks, bit by bit (``numpy.packbits``), which images of the dataset's
-    torchvision training set it saw: 7.5 KB for Fashion-MNIST's 60,000, exact for any holdout
-    seed or training subset.
-    """
-    seen = np.zeros(int(train_split.indices.max()) + 1, dtype=bool)
-    seen[train_split.indices.cpu().numpy()] = True
-    return {
-        "dataset": train_split.spec.name,
-        "train_rows": torch.from_numpy(np.packbits(seen)),
-        "n_train_rows": int(seen.sum()),
-    }
-
-
-def trained_rows(provenance: dict) -> np.ndarray:
-    """Indices into the torchvision training set that a model with ``provenance`` saw."""
-    return np.flatnonzero(np.unpackbits(provenance["train_rows"].numpy()))
-
-
-class SplitOverlapError(ValueError):
-    """A main model was trained on images that an agent would use as its unseen holdout."""
-
-
-def check_holdout_unseen(provenance: dict, holdout: ImageSplit, model_name: str) -> None:
-    """Refuse a holdout that holds images the main model trained on.
-
-    The agent learns on the holdout because there the main model makes the mistakes it makes
-    on new images; on training images every path is right and the agent learns nothing.
-    Models without a record (trained elsewhere) cannot be checked: a warning says so.
-    """
-    if "train_rows" not in provenance:
-        warnings.warn(
-            f"{model_name} does not record which images it was trained on; DynaLay cannot "
-            f"check that the {holdout.spec.name} holdout ({len(holdout)} images) is unseen by it",
-            stacklevel=2,
-        )
-        return
-    if provenance.get("dataset") != holdout.spec.name:
-        raise SplitOverlapError(
-            f"{model_name} was trained on {provenance.get('dataset')}, not {holdout.spec.name}"
-        )
-    overlap = np.intersect1d(trained_rows(provenance), holdout.indices.cpu().numpy())
-    if overlap.size:
-        raise SplitOverlapError(
-            f"{model_name} was trained on {overlap.size} of the {len(holdout)} images of this "
-            f"{holdout.spec.name} holdout (training-set indices {overlap[:5].tolist()}...): the "
-            f"agent would learn on images the model already knows. Use the holdout the model "
-            f"was trained beside (the same holdout_size and data seed as when it was trained) "
-            f"or a model trained without these images."
-        )

@@ -1,10 +1,10 @@
 """Text datasets for the sequence network: IMDB reviews and WikiText-2, held as token-id tensors.
 
-Lookup order, as for the images (:mod:`dynalay_env.data`): the user's ``data_dir``, then the
+Lookup order, as for the images (:mod:`dynalay_env.data.images`): the user's ``data_dir``, then the
 project's cache (``<cache>/data``), then, only when ``download=True``, Hugging Face ``datasets``
 (an optional extra: ``pip install 'dynalay[text]'``), whose copy is written into the cache in the
 standard layout, so later runs are offline. Nothing else needs ``datasets``. When nothing is
-found a :class:`~dynalay_env.data.DataNotFoundError` lists every place looked at and what to run.
+found a :class:`~dynalay_env.data.splits.DataNotFoundError` lists every place looked at and what to run.
 
 Standard layouts read:
 
@@ -43,7 +43,7 @@ from typing import Any
 import torch
 from torch import Tensor
 
-from dynalay_env.data import DataNotFoundError, cache_dir, carve_rows
+from dynalay_env.data.splits import DataNotFoundError, cache_dir, carve_rows, training_provenance
 
 PAD, UNK, EOS = "<pad>", "<unk>", "<eos>"
 
@@ -77,7 +77,7 @@ class TextSpec:
         return (
             f"pip install 'dynalay[text]' (Hugging Face datasets), then pass download=True "
             f"(run_rl.py --download) to fetch {self.name} into the cache; or put the files in "
-            f"DATA_DIR/{self.folder}/ in the standard layout (dynalay_env/text.py) and pass "
+            f"DATA_DIR/{self.folder}/ in the standard layout (dynalay_env/data/text.py) and pass "
             f"data_dir=DATA_DIR (--data-dir)"
         )
 
@@ -201,6 +201,10 @@ class TextSplit:
             self.vocabulary,
             self.source,
         )
+
+    def training_provenance(self) -> dict:
+        """What a main model trained on this split records (which sequences it saw)."""
+        return training_provenance(self)
 
     def model_mismatch(self, model: Any) -> str | None:
         """Why ``model`` cannot run on this split (None when it can)."""

@@ -71,13 +71,17 @@ def test_every_experiment_runs_on_tiny_data_resumes_and_refuses_other_settings(
     for arm, epochs in rounds.items():  # the equal-budget arm: one round per warm-up epoch more
         for seed in ("0", "1"):
             curve = fig42["curves"][arm][seed]
-            assert curve["epochs"] == epochs and all(0.0 <= a <= 1.0 for a in curve["accuracy"])
+            assert curve["epochs"] == epochs and len(curve["accuracy"]) == len(epochs)
+            # each point is a share of the 10 tracked test images (--track-test 10)
+            assert all(0 <= a <= 1 and np.isclose(10 * a, round(10 * a)) for a in curve["accuracy"])
     assert [fig42["final"][arm]["main_model_epochs"] for arm in rounds] == [2, 1, 2]
     # Introspection: episodes of up to max_steps decisions, both penalties.
     rows = json.loads((out / "introspection" / "results.json").read_text())["results"]
     assert len(rows) == 6
     for row in rows.values():
-        assert 1.0 <= row["mean_steps"]["mean"] <= row["max_steps"]
+        steps = row["mean_steps"]["mean"]
+        assert steps == 1.0 if row["max_steps"] == 1 else 1.0 <= steps <= row["max_steps"]
+        assert row["accuracy"]["n"] == 2  # one agent per seed
 
     # A rerun trains nothing: every piece is found on disk.
     def refuse(*args, **kwargs):

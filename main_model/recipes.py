@@ -1,0 +1,112 @@
+"""Training recipes: which path (action) each training sample takes and what the loss covers.
+
+- ``dynalay`` (default): every sample trains the straight path **and** one loop path drawn
+  uniformly from loop-1..n; loss = CE(straight) + CE(loop). The straight pass is computed
+  anyway (loops warm-start from it), so keeping its loss costs one extra head and backward
+  through layers that already ran, and the straight path gets the full gradient instead of a
+  1/(n+1) share.
+- ``uniform``: the previous recipe (and the thesis's warm-up read literally): one path per
+  sample drawn uniformly from NOP, loop-1..n; loss = CE(that path).
+- ``plain``: the straight path only: the same network trained as a plain CNN (the loop convs
+  get no gradient). The separately trained "3-layer CNN" baseline.
+- ``deq``: every block looped with TorchDEQ's Anderson solver and implicit backward, loss on
+  that path only. The separately trained "DEQ with solvers" baseline.
+
+A recipe becomes an :data:`ActionChooser` (:func:`recipe_actions`) that
+:func:`main_model.train.train_epoch` asks for every batch; in the alternating phase the agent
+chooses the paths instead, with the recipe's rule for the straight loss. A new recipe is one
+:data:`RECIPES` entry.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+#: Chooses one action per sample: (images (B, C, H, W), labels (B,)) -> actions (B,) int64.
+ActionChooser = Callable[[Tensor, Tensor], Tensor]
+
+
+#: How a recipe weights each sample's loop-path loss (:func:`main_model.train.sample_losses`).
+LOOP_WEIGHTINGS = ("uniform", "hard", "unsure")
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """How a main model is trained.
+
+    Attributes:
+        name: the recipe's key in :data:`RECIPES`.
+        low, high: training actions are drawn uniformly from ``low..high`` (``high=None`` = n).
+        train_straight: add CE of the straight pass to every sample's loss (the straight pass
+            runs anyway; a sample whose action is NOP then counts its straight loss once).
+        solver: ``fpi`` or TorchDEQ's ``anderson``/``broyden`` for the loops.
+        description: one line for tables.
+        loop_weighting: how each sample's loop loss is weighted (:data:`LOOP_WEIGHTINGS`,
+            :func:`main_model.train.sample_losses`): ``uniform``, or toward the samples the
+            straight pass gets wrong (``hard``) or is unsure of (``unsure``).
+    """
+
+    name: str
+    low: int
+    high: int | None
+    train_straight: bool
+    solver: str = "fpi"
+    description: str = ""
+    loop_weighting: str = "uniform"
+
+    def __post_init__(self) -> None:
+        if self.loop_weighting not in LOOP_WEIGHTINGS:
+            raise ValueError(
+                f"loop_weighting must be one of {LOOP_WEIGHTINGS}, got {self.loop_weighting!r}"
+            )
+        if self.loop_weighting != "uniform" and not self.train_straight:
+            raise ValueError("a loop weighting needs train_straight (it reads the straight pass)")
+
+
+RECIPES: dict[str, Recipe] = {
+    "dynalay": Recipe("dynalay", 1, None, True, description="straight + uniform loop-1..n"),
+    "uniform": Recipe("uniform", 0, None, False, description="one uniform path of NOP..loop-n"),
+    "plain": Recipe("plain", 0, 0, True, description="straight path only (plain CNN)"),
+    "deq": Recipe("deq", -1, None, False, "anderson", "all blocks looped, Anderson (DEQ)"),
+}
+
+
+def first_blocks_recipe(blocks: int) -> Recipe:
+    """FPI in the first ``blocks`` blocks only (the thesis's Fig. 4.4 "Model m"): the
+    ``dynalay`` recipe with its loop draws limited to loop-1..``blocks``, so blocks after them
+    always run straight, i.e. as plain conv layers; ``blocks=0`` is the ``plain`` recipe."""
+    if blocks < 0:
+        raise ValueError(f"blocks must be >= 0, got {blocks}")
+    if blocks == 0:
+        return RECIPES["plain"]
+    return Recipe(f"fpi-first-{blocks}", 1, blocks, True, description=f"FPI in blocks 1..{blocks}")
+
+
+def get_recipe(name: str) -> Recipe:
+    if name not in RECIPES:
+        raise ValueError(f"unknown training recipe {name!r}; choose one of {sorted(RECIPES)}")
+    return RECIPES[name]
+
+
+def recipe_actions(
+    recipe: Recipe, n_actions: int, generator: torch.Generator | None = None
+) -> ActionChooser:
+    """The :data:`ActionChooser` of ``recipe``: uniform over its action range (``-1`` = loop-n)."""
+    n_blocks = n_actions - 1
+    low = n_blocks if recipe.low < 0 else recipe.low
+    high = n_blocks if recipe.high is None else recipe.high
+
+    def choose(images: Tensor, labels: Tensor) -> Tensor:
+        draws = torch.randint(low, high + 1, (images.shape[0],), generator=generator)
+        return draws.to(images.device)
+
+    return choose
+
+
+def uniform_actions(n_actions: int, generator: torch.Generator | None = None) -> ActionChooser:
+    """An :data:`ActionChooser` drawing every path (NOP and loop-1..n) uniformly."""
+    return recipe_actions(RECIPES["uniform"], n_actions, generator)
