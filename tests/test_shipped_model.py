@@ -3,7 +3,6 @@ with the package, or a pre-training that is announced with its estimated time, o
 
 from __future__ import annotations
 
-import json
 import time
 from pathlib import Path
 
