@@ -18,10 +18,13 @@ from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
+import torch
 
 from dynalay_env.build import sequential_core
 from dynalay_env.core import DynaLayCore
-from main_model.paths import path_statistics
+from main_model.network import FPINetwork
+from main_model.observation import first_observation
+from main_model.paths import path_statistics, per_sample
 from main_model.train import iterate_batches
 
 #: Maps (B, D) observations to (B,) actions.
@@ -254,3 +257,29 @@ def evaluate_all(
     for name, policy in agent_policies.items():
         run(name, policy)
     return results
+
+
+@torch.no_grad()
+def first_decision_metrics(
+    model: FPINetwork, policy: Policy, split, size: int, batch_size: int = 500
+) -> dict[str, float]:
+    """Accuracy and mean cross-entropy of ``policy``'s first decision on the first ``size``
+    samples of ``split`` (``model`` left in eval mode): the straight pass, the observation the
+    env shows, one action per sample, its answer. Per sample: right or wrong, or a language
+    model's share of positions right (and its mean token loss), as the env's reward and the
+    training statistics count them."""
+    model.eval()
+    correct, loss, seen = 0.0, 0.0, 0
+    for images, labels in iterate_batches(split, batch_size):
+        images, labels = images[: size - seen], labels[: size - seen]
+        straight = model.straight(images)
+        observations = first_observation(straight.state, model.n_actions).cpu().numpy()
+        actions = torch.as_tensor(policy(observations), device=images.device).long()
+        logits = model.step(straight.state, actions).state.logits
+        correct += float(per_sample(logits.argmax(dim=1) == labels).sum())
+        losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
+        loss += float(per_sample(losses).sum())
+        seen += len(labels)
+        if seen >= size:
+            break
+    return {"accuracy": correct / max(seen, 1), "loss": loss / max(seen, 1)}

@@ -52,7 +52,7 @@ import main_model.distributed as distributed
 from agents.algorithms import ALGORITHMS, algo_hyperparams
 from agents.callbacks import DynaLayMetricsCallback
 from agents.config import CONFIG_FILE, TrainConfig, check_run_config, write_run_config
-from agents.evaluate import PolicyResult, run_policy
+from agents.evaluate import PolicyResult, first_decision_metrics, run_policy
 from agents.files import (
     AGENT_FILE,
     MODEL_FILE,
@@ -72,7 +72,6 @@ from main_model.checkpoint import state_digest
 from main_model.distributed import resolve_device
 from main_model.io import atomic_write, write_json_atomic
 from main_model.observation import first_observation
-from main_model.paths import per_sample
 from main_model.progress import progress_bar
 from main_model.train import EpochStats, fit, iterate_batches, new_main_model, pretrain_main_model
 
@@ -429,30 +428,17 @@ class AlternatingTrainer:
             )
         self.model.eval().requires_grad_(False)
 
-    @torch.no_grad()
     def _test_metrics(self, size: int) -> dict[str, float]:
-        """Accuracy and mean cross-entropy of the agent's first decision on the first ``size``
-        test images (the test curves of the thesis's Fig. 4.2; logged, never used to choose)."""
-        self.model.eval()
-        split = self.splits["test"]
-        correct, loss, seen = 0.0, 0.0, 0
-        for images, labels in iterate_batches(split, 500):
-            images, labels = images[: size - seen], labels[: size - seen]
-            straight = self.model.straight(images)
-            observations = first_observation(straight.state, self.model.n_actions).cpu().numpy()
-            chosen, _ = self.agent.predict(self.normalized(observations), deterministic=True)
-            actions = torch.as_tensor(chosen, device=images.device).long()
-            logits = self.model.step(straight.state, actions).state.logits
-            # Per sample: right or wrong, or a language model's share of positions right (and
-            # its mean token loss), as the env's reward and the training statistics count them.
-            correct += float(per_sample(logits.argmax(dim=1) == labels).sum())
-            losses = torch.nn.functional.cross_entropy(logits, labels, reduction="none")
-            loss += float(per_sample(losses).sum())
-            seen += len(labels)
-            if seen >= size:
-                break
+        """The agent's first decision on the first ``size`` test images
+        (:func:`agents.evaluate.first_decision_metrics`; the test curves of the thesis's
+        Fig. 4.2, logged, never used to choose)."""
+
+        def policy(observations: np.ndarray) -> np.ndarray:
+            return self.agent.predict(self.normalized(observations), deterministic=True)[0]
+
+        metrics = first_decision_metrics(self.model, policy, self.splits["test"], size)
         self.model.train()
-        return {"accuracy": correct / max(seen, 1), "loss": loss / max(seen, 1)}
+        return metrics
 
     def _save_phase(self, phase: str) -> PhaseRecord:
         """Write the phase's files into its own folder, then its manifest (the commit).
