@@ -23,7 +23,9 @@ import time
 import torch
 
 from main_model import DynaLayConfig, DynaLayNet
-from main_model.train import RECIPES, recipe_actions, train_epoch
+from main_model.distributed import resolve_device
+from main_model.recipes import RECIPES, recipe_actions
+from main_model.train import train_epoch
 
 SETTINGS = {
     "16 32 64": dict(in_channels=1, image_size=28, widths=(16, 32, 64), strides=(2, 2, 2)),
@@ -48,20 +50,31 @@ def timed_step(model, optimizer, batch, recipe, generator) -> tuple[float, float
 def bound_seconds(model: DynaLayNet) -> float:
     """Forward and backward of every block's contractive loop weight (train mode)."""
     model.train()
+    device = next(model.parameters()).device
+    synchronize(device)
     started = time.perf_counter()
     weights = model.loop_weights()
     flat = [w for ws in weights for w in (ws if isinstance(ws, tuple) else (ws,))]
     sum(w.sum() for w in flat).backward()
     model.zero_grad(set_to_none=True)
+    synchronize(device)
     return time.perf_counter() - started
 
 
-def measure(setting: str, config_changes: dict, repeats: int, seed: int = 0) -> dict:
+def synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def measure(
+    setting: str, config_changes: dict, repeats: int, device: torch.device, seed: int = 0
+) -> dict:
     torch.manual_seed(seed)
     config = DynaLayConfig(**SETTINGS[setting], **config_changes)
     images = torch.randn(64, config.in_channels, config.image_size, config.image_size)
-    batch = (images, torch.randint(0, config.num_classes, (64,)))
-    models = {name: DynaLayNet(config) for name in ("plain", "dynalay")}
+    labels = torch.randint(0, config.num_classes, (64,))
+    batch = (images.to(device), labels.to(device))
+    models = {name: DynaLayNet(config).to(device) for name in ("plain", "dynalay")}
     optimizers = {n: torch.optim.AdamW(m.parameters(), lr=1e-3) for n, m in models.items()}
     generator = torch.Generator().manual_seed(seed)
     times = {name: [] for name in models}
@@ -93,19 +106,25 @@ def main() -> None:
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
     args = parser.parse_args()
     torch.set_num_threads(args.threads)
+    device = resolve_device(args.device)
     default = DynaLayConfig()
     operators = args.operators or [default.loop_operator]
     backwards = args.backwards or [default.backward]
-    print(f"batch 64, {args.repeats} interleaved repeats (medians), {args.threads} thread(s)")
+    print(
+        f"batch 64, {args.repeats} interleaved repeats (medians), on {device} "
+        f"({args.threads} CPU thread(s))"
+    )
     for setting in args.settings:
         for operator in operators:
             for backward in backwards:
                 # The thesis-size conv3x3's FFT bound takes seconds a step: fewer repeats.
                 heavy = setting == "64 128 256" and operator == "conv3x3"
                 repeats = min(args.repeats, 2) if heavy else args.repeats
-                result = measure(setting, dict(loop_operator=operator, backward=backward), repeats)
+                changes = dict(loop_operator=operator, backward=backward)
+                result = measure(setting, changes, repeats, device)
                 tag = (
                     ""
                     if (operator, backward) == (default.loop_operator, default.backward)
