@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from test_env import write_mnist_files
+from conftest import write_mnist_files
 
 import run_rl
 from agents.config import TrainConfig
