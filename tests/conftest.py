@@ -1,9 +1,12 @@
-"""Shared fixtures: tiny in-memory datasets and tiny main models, made by the tests."""
+"""Shared fixtures and helpers: tiny in-memory datasets, tiny main models and data files, made by
+the tests, and the numerical checks several test files use."""
 
 from __future__ import annotations
 
+import struct
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -50,3 +53,33 @@ def isolated_cache(tmp_path_factory, monkeypatch):
 
 def split_of(dataset: str) -> ImageSplit:
     return make_splits(dataset)["holdout"]
+
+
+def write_mnist_files(root: Path, n_train: int = 30, n_test: int = 10) -> None:
+    """Tiny MNIST in torchvision's raw idx format, the real loading path reads it."""
+    raw = root / "MNIST" / "raw"
+    raw.mkdir(parents=True)
+    rng = np.random.default_rng(0)
+    for prefix, n in (("train", n_train), ("t10k", n_test)):
+        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
+        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
+        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
+            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
+        )
+        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
+            struct.pack(">II", 2049, n) + labels.tobytes()
+        )
+
+
+def jacobian_norm_by_power_iteration(f, z: torch.Tensor, steps: int = 100) -> float:
+    """Largest singular value of the Jacobian of ``f`` at ``z`` (power iteration on J^T J)."""
+    vector = torch.randn_like(z)
+    vector /= vector.norm()
+    norm = 0.0
+    for _ in range(steps):
+        _, jv = torch.func.jvp(f, (z,), (vector,))
+        _, vjp_fn = torch.func.vjp(f, z)
+        (jtjv,) = vjp_fn(jv)
+        norm = jv.norm().item()
+        vector = jtjv / jtjv.norm()
+    return norm

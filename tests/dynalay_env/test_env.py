@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import struct
 import subprocess
 import sys
 from pathlib import Path
@@ -13,7 +12,7 @@ import gymnasium as gym
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, make_splits
+from conftest import make_model, make_splits, write_mnist_files
 from gymnasium.utils.env_checker import check_env as gym_check_env
 from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.env_checker import check_env as sb3_check_env
@@ -28,7 +27,7 @@ from dynalay_env import ENV_IDS, DataNotFoundError
 from dynalay_env.data import load_splits
 from dynalay_env.env import DynaLayEnv
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 
 
 def make_env(dataset="CIFAR10", model=None, **kwargs):
@@ -514,22 +513,6 @@ def test_model_and_data_of_different_shapes_are_refused():
 
 
 # ----- real loading path, registration, pretraining ---------------------------------------------
-def write_mnist_files(root: Path, n_train: int = 30, n_test: int = 10) -> None:
-    """Tiny MNIST in torchvision's raw idx format, the real loading path reads it."""
-    raw = root / "MNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 256, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 2049, n) + labels.tobytes()
-        )
-
-
 def test_make_with_module_prefix_works_without_a_prior_import(tmp_path, tiny_checkpoint):
     write_mnist_files(tmp_path / "data")
     script = (

@@ -20,14 +20,14 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
-from test_env import write_mnist_files
+from conftest import write_mnist_files
 
 import run_rl
 from agents.algorithms import ALGORITHMS
 from agents.config import TrainConfig
 from agents.files import final_checkpoints
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 # One round: phases pretrain, round1/rl, round1/supervised, final/rl.
 TINY_FLAGS = [
     "--env", "DynaLay-MNIST-v0", "--device", "cpu", "--widths", "2", "2", "2",

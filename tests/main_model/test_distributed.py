@@ -21,7 +21,7 @@ import pytest
 import torch
 import torch.multiprocessing as mp
 import yaml
-from test_env import write_mnist_files
+from conftest import write_mnist_files
 
 from agents.config import TrainConfig
 from dynalay_env.data import get_spec
@@ -30,7 +30,7 @@ from main_model import DynaLayNet, distributed
 from main_model.recipes import get_recipe, recipe_actions
 from main_model.train import train_epoch, training_forward
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 WORLD = 2
 
 # Global batches of 8, 8 and 5 samples; the ranks take rows 0-3 / 4-7 (the last: 0-2 / 3-4).

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 import torchvision
-from test_env import write_mnist_files
+from conftest import write_mnist_files
 from torchvision.io import write_png
 
 import run_rl

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import jacobian_norm_by_power_iteration
 
 from main_model import (
     CheckpointError,
@@ -38,20 +39,6 @@ def make_net(config: DynaLaySeqConfig = TINY_LM, seed: int = 0, weight_scale: fl
 def tokens_for(config: DynaLaySeqConfig, batch: int, seed: int = 1) -> torch.Tensor:
     generator = torch.Generator().manual_seed(seed)
     return torch.randint(0, config.vocab_size, (batch, config.seq_len), generator=generator)
-
-
-def jacobian_norm_by_power_iteration(f, z: torch.Tensor, steps: int = 100) -> float:
-    """Largest singular value of the Jacobian of ``f`` at ``z`` (power iteration on J^T J)."""
-    vector = torch.randn_like(z)
-    vector /= vector.norm()
-    norm = 0.0
-    for _ in range(steps):
-        _, jv = torch.func.jvp(f, (z,), (vector,))
-        _, vjp_fn = torch.func.vjp(f, z)
-        (jtjv,) = vjp_fn(jv)
-        norm = jv.norm().item()
-        vector = jtjv / jtjv.norm()
-    return norm
 
 
 def dense_matrix(conv: ContractiveConv, weight: torch.Tensor, circular: bool = False):

@@ -9,10 +9,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from conftest import make_model, make_splits
+from conftest import make_model, make_splits, write_mnist_files
 from stable_baselines3 import PPO
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
-from test_env import write_mnist_files
 
 import run_rl
 from agents import make_sb3_vec_env

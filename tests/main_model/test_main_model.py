@@ -9,6 +9,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from conftest import jacobian_norm_by_power_iteration
 from torch import nn
 
 from main_model import (
@@ -49,20 +50,6 @@ def images_for(config: DynaLayConfig, batch: int, seed: int = 1) -> torch.Tensor
 
 
 # ----- contraction --------------------------------------------------------------------------------
-def jacobian_norm_by_power_iteration(f, z: torch.Tensor, steps: int = 100) -> float:
-    """Largest singular value of the Jacobian of ``f`` at ``z`` (power iteration on J^T J)."""
-    vector = torch.randn_like(z)
-    vector /= vector.norm()
-    norm = 0.0
-    for _ in range(steps):
-        _, jv = torch.func.jvp(f, (z,), (vector,))
-        _, vjp_fn = torch.func.vjp(f, z)
-        (jtjv,) = vjp_fn(jv)
-        norm = jv.norm().item()
-        vector = jtjv / jtjv.norm()
-    return norm
-
-
 @pytest.mark.parametrize("weight_scale", [1.0, 25.0])
 @pytest.mark.parametrize("train_mode", [False, True])
 def test_fpi_map_is_a_contraction_in_z_at_random_points(weight_scale, train_mode):
