@@ -53,8 +53,8 @@ from torch import Tensor
 
 from agents.deploy import classifier_from_run
 from dynalay_env.data import DataNotFoundError, get_spec, load_splits, random_splits
-from dynalay_env.models import resolve_device
 from main_model.adaptive import AdaptiveClassifier
+from main_model.distributed import resolve_device
 
 ROOT = Path(__file__).resolve().parent.parent
 DEFAULT_RUN_DIR = ROOT / "docs" / "results" / "demo" / "seed0" / "agent_beta_0.1"

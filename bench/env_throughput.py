@@ -123,8 +123,8 @@ from gymnasium.vector import AutoresetMode
 from stable_baselines3.common.logger import Logger
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
+from agents.algorithms import algo_hyperparams
 from agents.callbacks import DynaLayMetricsCallback
-from agents.config import algo_hyperparams
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env import ENV_IDS
 from dynalay_env.data import (
@@ -134,8 +134,9 @@ from dynalay_env.data import (
     load_splits,
     random_splits,
 )
-from dynalay_env.models import DEFAULT_WIDTHS, config_for, resolve_device
+from dynalay_env.models import DEFAULT_WIDTHS, config_for
 from main_model import DynaLayNet, NetState
+from main_model.distributed import resolve_device
 
 DATASET = "FashionMNIST"
 ENV_ID = ENV_IDS[DATASET]

@@ -22,9 +22,11 @@ import torch
 from torch import nn
 
 from dynalay_env.data import load_splits
-from dynalay_env.models import config_for, iterate_batches
+from dynalay_env.models import config_for
 from main_model import DynaLayNet
-from main_model.train import RECIPES, fit, path_name, path_statistics
+from main_model.paths import path_name, path_statistics
+from main_model.recipes import RECIPES
+from main_model.train import fit, iterate_batches
 
 #: (tol, max_iter) pairs of ``--loop-settings``, evaluated on the trained weights.
 LOOP_SETTINGS = [(1e-3, 30), (1e-2, 30), (3e-2, 30), (1e-1, 30), (1e-3, 1), (1e-3, 2), (1e-3, 3)]

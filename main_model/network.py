@@ -18,7 +18,8 @@ import torch
 from torch import Tensor, nn
 
 from main_model.cost import linear_flops
-from main_model.fpi import BACKWARDS, LOOP_OPERATORS, NORMS, SPECTRAL_NORMS, FPIBlock
+from main_model.fpi import BACKWARDS, NORMS, FPIBlock
+from main_model.loop_operators import LOOP_OPERATORS, SPECTRAL_NORMS
 
 SOLVERS = ("fpi", "anderson", "broyden")
 #: How a loop step's logits are read out (``DynaLayConfig.loop_readout``).

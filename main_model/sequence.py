@@ -10,7 +10,7 @@ also be looped to a fixed point. Layer l with input sequence X (B, C_in, T):
 
   where ``A * H`` is a causal convolution over time (kernel k, output t sees H_{t-k+1..t})
   whose operator norm on length-T sequences is held at or below ``contraction`` < 1 by the
-  FFT bound of :class:`~main_model.fpi.ContractiveConv` (the image blocks' machinery, 1-D).
+  FFT bound of :class:`~main_model.loop_operators.ContractiveConv` (the image blocks' machinery, 1-D).
   ``hardtanh`` (clip to [-1, 1]) is 1-Lipschitz, so
   ``||f(H, U) - f(H', U)|| <= ||A * (H - H')|| <= contraction * ||H - H'||``: f is a
   contraction in H whatever the weights, and the fixed point exists and is unique (Banach).
@@ -35,7 +35,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from main_model.cost import conv1d_flops, linear_flops, lstm_flops
-from main_model.fpi import ContractiveConv, FixedPointLayer
+from main_model.fpi import FixedPointLayer
+from main_model.loop_operators import ContractiveConv
 from main_model.network import TOP_PROBABILITIES, FPIConfig, FPINetwork
 
 #: What a sequence network predicts (see the module docstring).

@@ -22,8 +22,8 @@ from agents.evaluate import (
     static_policy,
     threshold_policy,
 )
+from agents.experiments.demo import demo_report
 from agents.files import final_checkpoints
-from agents.tradeoff import demo_report
 from agents.trainer import AlternatingTrainer
 from dynalay_env.core import DynaLayCore
 from dynalay_env.data import get_spec, load_splits, split_training_set

@@ -11,7 +11,8 @@ import pytest
 import torch
 from conftest import make_splits
 
-from agents.tradeoff import demo_config, validate
+from agents.experiments.demo import demo_config
+from agents.experiments.tradeoff import validate
 from dynalay_env.data import get_spec
 from dynalay_env.models import (
     PRETRAIN_LIMIT_VARIABLE,

@@ -14,7 +14,7 @@ from torch import nn
 
 from main_model import (
     CheckpointError,
-    ContractiveConv2d,
+    ContractiveConv,
     DynaLayConfig,
     DynaLayNet,
     FPIBlock,
@@ -72,7 +72,7 @@ def test_fpi_map_is_a_contraction_in_z_at_random_points(weight_scale, train_mode
             assert lipschitz <= TINY.contraction * (1 + 1e-3)
 
 
-def dense_conv_norm(conv: ContractiveConv2d, weight: torch.Tensor, circular: bool = False) -> float:
+def dense_conv_norm(conv: ContractiveConv, weight: torch.Tensor, circular: bool = False) -> float:
     """Largest singular value of the convolution by ``weight`` as a dense matrix (exact)."""
     channels, size = weight.shape[0], conv.size
     if circular:  # the circular convolution on the grid of side size + k - 1
@@ -95,7 +95,7 @@ def dense_conv_norm(conv: ContractiveConv2d, weight: torch.Tensor, circular: boo
 @pytest.mark.parametrize("method", ["fft", "power"])
 def test_operator_norm_estimate_against_dense_svd_not_the_reshaped_matrix(method):
     torch.manual_seed(0)
-    conv = ContractiveConv2d(channels=2, size=5, bound=0.9, method=method).eval()
+    conv = ContractiveConv(channels=2, size=5, bound=0.9, method=method).eval()
     estimate = conv.estimate_norm()
     weight = conv.weight.detach()
     true_norm = dense_conv_norm(conv, weight)
@@ -148,7 +148,7 @@ def test_contraction_holds_while_training_moves_the_weights(method):
 
 def test_norm_is_re_estimated_after_weights_change_in_eval_mode():
     torch.manual_seed(0)
-    conv = ContractiveConv2d(channels=3, size=4, bound=0.5).eval()
+    conv = ContractiveConv(channels=3, size=4, bound=0.5).eval()
     first = conv.effective_weight()
     with torch.no_grad():
         conv.weight.mul_(10.0)

@@ -17,7 +17,7 @@ from main_model import (
     load_main_model,
     save_main_model,
 )
-from main_model.fpi import circulant_operator_norm
+from main_model.loop_operators import circulant_operator_norm
 
 TINY_LM = DynaLaySeqConfig(vocab_size=11, seq_len=6, embed_dim=4, widths=(3, 4, 5), tol=1e-3)
 TINY_CLASSIFY = DynaLaySeqConfig(

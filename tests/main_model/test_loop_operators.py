@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from main_model import DynaLayConfig, DynaLayNet
-from main_model.fpi import LOOP_OPERATORS, FPIBlock, build_loop_operator
+from main_model.fpi import FPIBlock
+from main_model.loop_operators import LOOP_OPERATORS, build_loop_operator
 
 
 def dense_operator_norm(operator, weights, channels: int, size: int) -> float:
