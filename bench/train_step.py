@@ -2,6 +2,8 @@
 
     python bench/train_step.py                       # the default config at both widths
     python bench/train_step.py --operators conv3x3 conv1x1 dwsep lowrank --backwards ift jfb
+    python bench/train_step.py --operators conv1x1 --backwards jfb --set feedback=true \
+        loop_readout=residual          # any other DynaLayConfig field, the same for every row
 
 For each width setting (16/32/64 on 28x28 images with strides 2/2/2, the Fashion-MNIST model;
 64/128/256 on 32x32x3 with strides 1/2/2, the thesis's CIFAR-size maps 32/16/8) it times
@@ -107,7 +109,17 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
+    parser.add_argument(
+        "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="other DynaLayConfig fields"
+    )
     args = parser.parse_args()
+    extra = {}
+    for item in args.set:
+        field, _, value = item.partition("=")
+        kind = type(getattr(DynaLayConfig(), field, None))
+        if kind not in (bool, int, float, str):
+            parser.error(f"--set {item}: {field!r} is not a DynaLayConfig field of a plain type")
+        extra[field] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     default = DynaLayConfig()
@@ -123,13 +135,11 @@ def main() -> None:
                 # The thesis-size conv3x3's FFT bound takes seconds a step: fewer repeats.
                 heavy = setting == "64 128 256" and operator == "conv3x3"
                 repeats = min(args.repeats, 2) if heavy else args.repeats
-                changes = dict(loop_operator=operator, backward=backward)
+                changes = dict(extra, loop_operator=operator, backward=backward)
                 result = measure(setting, changes, repeats, device)
-                tag = (
-                    ""
-                    if (operator, backward) == (default.loop_operator, default.backward)
-                    else f" [{operator}, {backward}]"
-                )
+                settings = [operator, backward, *args.set]
+                default_row = (operator, backward) == (default.loop_operator, default.backward)
+                tag = "" if default_row and not args.set else f" [{', '.join(settings)}]"
                 print(
                     f"training step time ratio dynalay/plain at widths {setting}: "
                     f"{result['ratio']:.2f}{tag} (plain {result['plain_ms']:.0f} ms, dynalay "
