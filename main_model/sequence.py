@@ -34,7 +34,7 @@ from typing import Any
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from main_model.cost import conv1d_flops, linear_flops, lstm_flops
+from main_model.cost import linear_flops, lstm_flops
 from main_model.fpi import FixedPointLayer
 from main_model.loop_operators import ContractiveConv
 from main_model.network import TOP_PROBABILITIES, FPIConfig, FPINetwork
@@ -134,7 +134,7 @@ class LSTMFPIBlock(FixedPointLayer):
         )
         #: FLOPs per sample of the LSTM over T steps and of one application of f (the A conv).
         self.inject_flops = lstm_flops(in_size, hidden_size, seq_len)
-        self.iteration_flops = conv1d_flops(hidden_size, hidden_size, kernel_size, seq_len)
+        self.iteration_flops = self.loop_conv.iteration_flops
         self._init_implicit_backward(backward_tol, backward_max_iter)
 
     def inject(self, x: Tensor, straight: bool = True) -> Tensor:

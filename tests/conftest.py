@@ -55,9 +55,12 @@ def split_of(dataset: str) -> ImageSplit:
     return make_splits(dataset)["holdout"]
 
 
-def write_mnist_files(root: Path, n_train: int = 30, n_test: int = 10) -> None:
-    """Tiny MNIST in torchvision's raw idx format, the real loading path reads it."""
-    raw = root / "MNIST" / "raw"
+def write_mnist_files(
+    root: Path, n_train: int = 30, n_test: int = 10, dataset: str = "MNIST"
+) -> None:
+    """Tiny MNIST (or another set of the MNIST family, by its torchvision class name, e.g.
+    ``FashionMNIST``) in torchvision's raw idx format, the real loading path reads it."""
+    raw = root / dataset / "raw"
     raw.mkdir(parents=True)
     rng = np.random.default_rng(0)
     for prefix, n in (("train", n_train), ("t10k", n_test)):

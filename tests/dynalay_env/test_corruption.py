@@ -2,12 +2,9 @@
 
 from __future__ import annotations
 
-import struct
-from pathlib import Path
-
-import numpy as np
 import pytest
 import torch
+from conftest import write_mnist_files
 
 from dynalay_env.data import load_splits
 from dynalay_env.data.corruption import corrupt_images
@@ -43,24 +40,8 @@ def test_corruption_takes_3d_images_and_refuses_floats():
         corrupt_images(torch.rand(4, 1, 28, 28), seed=0)
 
 
-def write_fashion_files(root: Path, n_train: int = 40, n_test: int = 12) -> None:
-    """Tiny Fashion-MNIST in torchvision's raw idx layout (the real loading path reads it)."""
-    raw = root / "FashionMNIST" / "raw"
-    raw.mkdir(parents=True)
-    rng = np.random.default_rng(0)
-    for prefix, n in (("train", n_train), ("t10k", n_test)):
-        images = rng.integers(0, 128, size=(n, 28, 28), dtype=np.uint8)
-        labels = rng.integers(0, 10, size=n, dtype=np.uint8)
-        (raw / f"{prefix}-images-idx3-ubyte").write_bytes(
-            struct.pack(">IIII", 2051, n, 28, 28) + images.tobytes()
-        )
-        (raw / f"{prefix}-labels-idx1-ubyte").write_bytes(
-            struct.pack(">II", 2049, n) + labels.tobytes()
-        )
-
-
 def test_corrupted_dataset_is_the_clean_one_corrupted(tmp_path):
-    write_fashion_files(tmp_path)
+    write_mnist_files(tmp_path, n_train=40, n_test=12, dataset="FashionMNIST")
     clean = load_splits("FashionMNIST", tmp_path, holdout_size=10)
     corrupted = load_splits("CorruptedFashionMNIST", tmp_path, holdout_size=10)
     for split in ("train", "holdout", "test"):
