@@ -27,6 +27,7 @@ from pathlib import Path
 import main_model.distributed as distributed
 from agents.algorithms import ALGORITHMS, HYPERPARAMS_FILE
 from agents.config import RunConfigMismatch, TrainConfig, load_run_config
+from agents.experiments.cli import non_negative_float, non_negative_int, positive_int
 from agents.trainer import AlternatingTrainer
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
 from dynalay_env.data import SplitOverlapError
@@ -37,27 +38,6 @@ from main_model.recipes import RECIPES
 DEFAULTS = TrainConfig()
 #: What train and sweep accept: the image ids and the text ids (the table's baselines are CNNs).
 TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
-
-
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
-
-
-def non_negative_int(text: str) -> int:
-    value = int(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
-
-
-def non_negative_float(text: str) -> float:
-    value = float(text)
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"must be >= 0, got {value}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
