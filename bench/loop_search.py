@@ -237,15 +237,20 @@ def report(out: Path) -> None:
                 f"| {variant} loop-{k + 1} | {mean_std(accs)} | {np.mean(flops):.2f}x | "
                 f"+{np.mean(rescued):.0f} / -{np.mean(broken):.0f} |"
             )
+        # Per seed, once: the variant's per-image outcomes and the two baselines' (plain, wide).
+        outcomes = {
+            s: (
+                dict(np.load(out / f"{variant}_s{s}_test.npz")),  # read every array once
+                np.load(out / f"plain_s{s}_test.npz")["correct"][:, 0],
+                np.load(out / f"plain-2x_s{s}_test.npz")["correct"][:, 0],
+                by_seed[s]["plain-2x"]["straight_flops"] / by_seed[s]["plain"]["straight_flops"],
+            )
+            for s in runs
+        }
         for t_index, tau in enumerate(TAUS):
             gaps, accs, flops = [], [], []
             for s in runs:
-                arrays = np.load(out / f"{variant}_s{s}_test.npz")
-                plain = np.load(out / f"plain_s{s}_test.npz")["correct"][:, 0]
-                wide = np.load(out / f"plain-2x_s{s}_test.npz")["correct"][:, 0]
-                wide_flops = (
-                    by_seed[s]["plain-2x"]["straight_flops"] / by_seed[s]["plain"]["straight_flops"]
-                )
+                arrays, plain, wide, wide_flops = outcomes[s]
                 point = by_seed[s][variant]["test"]["threshold"][t_index]
                 loop = arrays["confidence"] < tau
                 correct = np.where(
