@@ -93,7 +93,7 @@ class DynaLayConfig(FPIConfig):
         max_iter: most applications of f one loop may spend per block.
         backward_tol: relative tolerance of the implicit-backward adjoint solve.
         backward_max_iter: iteration cap of the implicit-backward adjoint solve.
-        loop_operator: the loop map W of every block (:data:`~main_model.fpi.LOOP_OPERATORS`):
+        loop_operator: the loop map W of every block (:data:`~main_model.loop_operators.LOOP_OPERATORS`):
             ``conv3x3`` (a full 3x3 conv, FFT bound), ``conv1x1``, ``dwsep`` (depthwise 3x3
             then 1x1) or ``lowrank`` (1x1 of rank ``loop_rank``).
         loop_rank: rank of a ``lowrank`` loop (0: a quarter of the block's channels).
@@ -562,7 +562,7 @@ class DynaLayNet(FPINetwork):
         ``loop_head`` (``head``), or ``residual``: the logits before the step (detached: the
         straight pass is not trained through it) plus ``loop_head``'s correction."""
         if self.loop_head is None:
-            return self.head(z.mean(dim=(2, 3)))
+            return self.readout(z)
         logits = self.loop_head(z.mean(dim=(2, 3)))
         if self.config.loop_readout == "residual":
             return previous_logits.detach() + logits
