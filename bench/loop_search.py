@@ -7,7 +7,7 @@ What produced the loop tables of docs/results.md ("Loops worth their FLOPs"), e.
     python bench/loop_search.py --report --out runs/loops      # the table over seeds
 
 A variant is a base loop operator with ``+option`` suffixes (``+feedback``, ``+jfb``,
-``+phantom``, ``+hard``, ``+unsure``, ``+rank8``: :func:`variant_settings`), or a separately
+``+phantom``, ``+hard``, ``+unsure``, ``+rank8``, ``+last``: :func:`variant_settings`), or a separately
 trained baseline: ``plain`` (the same network trained on its straight path only) and
 ``plain-2x`` (widths x1.41, about 2x the FLOPs). Every variant trains on the same
 ``--train-size`` images of real Fashion-MNIST (``--dataset CorruptedFashionMNIST``: the same
@@ -50,6 +50,7 @@ OPTIONS = {
     "jfb": {"backward": "jfb"},
     "phantom": {"backward": "phantom"},
     "ift": {"backward": "ift"},
+    "last": {"loop_order": "output"},  # loop-k loops the k blocks nearest the head
 }
 TAUS = (0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 

@@ -2,7 +2,9 @@
 
 Actions (per sample): ``0`` = NOP (keep the current prediction, spend nothing); ``k >= 1`` =
 loop blocks 1..k to their fixed points (warm-started from the current state), then run blocks
-k+1..n straight through and the head again. Each block runs as one batch for all the samples
+k+1..n straight through and the head again. With ``loop_order="output"`` loop-k loops the k
+blocks nearest the head instead (blocks n-k+1..n), and the blocks before them keep their state:
+a loop then re-runs nothing below it. Each block runs as one batch for all the samples
 that loop it and one for those that run it straight, whatever their actions, and nothing in a
 sample's computation depends on the others, so a mixed batch gives the results of running every
 sample alone (up to the last bits of convolutions on batches of other sizes).
@@ -20,12 +22,27 @@ from torch import Tensor, nn
 from main_model.cost import linear_flops
 from main_model.fpi import BACKWARDS, NORMS, FPIBlock
 from main_model.loop_operators import LOOP_OPERATORS, SPECTRAL_NORMS
+from main_model.state import TOP_PROBABILITIES, NetState, StepOutput
+
+__all__ = [
+    "LOOP_ORDERS",
+    "LOOP_READOUTS",
+    "SOLVERS",
+    "TOP_PROBABILITIES",
+    "DynaLayConfig",
+    "DynaLayNet",
+    "FPIConfig",
+    "FPINetwork",
+    "NetState",
+    "StepOutput",
+]
 
 SOLVERS = ("fpi", "anderson", "broyden")
 #: How a loop step's logits are read out (``DynaLayConfig.loop_readout``).
 LOOP_READOUTS = ("shared", "head", "residual")
-#: Per-position predictions show their this many largest probabilities (NetState.class_probabilities).
-TOP_PROBABILITIES = 8
+#: Which blocks loop-k loops (``DynaLayConfig.loop_order``): the k nearest the input (the
+#: thesis: blocks 1..k) or the k nearest the head (blocks n-k+1..n).
+LOOP_ORDERS = ("input", "output")
 
 
 class FPIConfig:
@@ -38,6 +55,9 @@ class FPIConfig:
     max_iter: int
     backward_tol: float
     backward_max_iter: int
+    #: A class default, not a field, for configs that do not offer the choice (the sequence
+    #: network's): loop-k loops blocks 1..k. DynaLayConfig makes it a field.
+    loop_order: str = "input"
 
     def _fpi_problems(self) -> list[str]:
         """What is wrong with the widths and the loop settings (empty when nothing)."""
@@ -50,6 +70,8 @@ class FPIConfig:
             problems.append("max_iter and backward_max_iter must be >= 1")
         if self.tol <= 0 or self.backward_tol <= 0:
             problems.append("tol and backward_tol must be > 0")
+        if self.loop_order not in LOOP_ORDERS:
+            problems.append(f"loop_order must be one of {LOOP_ORDERS}, got {self.loop_order!r}")
         return problems
 
     @property
@@ -107,6 +129,10 @@ class DynaLayConfig(FPIConfig):
             own) or ``residual`` (the logits before the step plus a correction by the loop's
             own head, zero at initialisation: with ``max_steps`` 1 the loop learns what the
             straight pass got wrong, a boosting stage; the K additions are not counted).
+        loop_order: which blocks loop-k loops (:data:`LOOP_ORDERS`): ``input`` (blocks 1..k,
+            the thesis; every later block is re-run, so any loop costs about one more straight
+            pass) or ``output`` (the k blocks nearest the head; the blocks before them keep
+            the state they have, so loop-1 costs only the last block's iterations and the head).
     """
 
     LEGACY_DEFAULTS = {
@@ -114,6 +140,7 @@ class DynaLayConfig(FPIConfig):
         "backward": "ift",
         "feedback": False,
         "loop_readout": "shared",
+        "loop_order": "input",
     }
 
     in_channels: int = 3
@@ -138,6 +165,7 @@ class DynaLayConfig(FPIConfig):
     phantom_tau: float = 0.5
     feedback: bool = False
     loop_readout: str = "shared"
+    loop_order: str = "input"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "widths", tuple(int(w) for w in self.widths))
@@ -178,93 +206,6 @@ class DynaLayConfig(FPIConfig):
             problems.append("in_channels, image_size must be >= 1 and num_classes >= 2")
         if problems:
             raise ValueError("invalid DynaLayConfig: " + "; ".join(problems))
-
-
-@dataclass
-class NetState:
-    """Per-sample state of the network on a batch of B inputs (n blocks, K classes).
-
-    Attributes:
-        z: n tensors (B, C_l, H_l, W_l), the current output of each block.
-        injection: n tensors (B, C_l, H_l, W_l), each block's input injection u_l.
-        logits: (B, K) the current prediction.
-        residual: (B, n) last relative FPI residual of each block (1.0 after a straight pass,
-            which is one step from z = 0; ``inf`` where a loop diverged).
-    """
-
-    z: tuple[Tensor, ...]
-    injection: tuple[Tensor, ...]
-    logits: Tensor
-    residual: Tensor
-
-    @property
-    def batch_size(self) -> int:
-        return self.logits.shape[0]
-
-    def select(self, index: Tensor) -> NetState:
-        """The sub-state of the samples at ``index`` (1-D long tensor)."""
-        return NetState(
-            z=tuple(t.index_select(0, index) for t in self.z),
-            injection=tuple(t.index_select(0, index) for t in self.injection),
-            logits=self.logits.index_select(0, index),
-            residual=self.residual.index_select(0, index),
-        )
-
-    def clone(self) -> NetState:
-        return NetState(
-            z=tuple(t.clone() for t in self.z),
-            injection=tuple(t.clone() for t in self.injection),
-            logits=self.logits.clone(),
-            residual=self.residual.clone(),
-        )
-
-    def put_rows_(self, index: Tensor, part: NetState) -> NetState:
-        """In place: rows ``index`` of this state become the rows of ``part``; returns self."""
-        pairs = [
-            *zip(self.z, part.z, strict=True),
-            *zip(self.injection, part.injection, strict=True),
-        ]
-        pairs += [(self.logits, part.logits), (self.residual, part.residual)]
-        for whole, rows in pairs:
-            whole.index_copy_(0, index, rows.to(whole.dtype))
-        return self
-
-    def pooled(self) -> Tensor:
-        """(B, sum_l C_l) activations of every block averaged over their positions (the pixels
-        of (B, C, H, W) maps, the time steps of (B, C, T) sequences)."""
-        return torch.cat([t.mean(dim=tuple(range(2, t.dim()))) for t in self.z], dim=1)
-
-    def class_probabilities(self) -> Tensor:
-        """(B, F) what the observation shows of the prediction.
-
-        One prediction per sample, logits (B, K): the softmax, F = K. One prediction per
-        position, logits (B, K, T) (a language model's next-token logits): each position's
-        :data:`TOP_PROBABILITIES` largest probabilities, sorted descending and averaged over the
-        positions, F = ``TOP_PROBABILITIES`` (K is the vocabulary: too wide to show whole).
-        Either way every value is in [0, 1] and the largest comes first where it is a maximum.
-        """
-        probabilities = torch.softmax(self.logits, dim=1)
-        if probabilities.dim() == 2:
-            return probabilities
-        top = probabilities.topk(TOP_PROBABILITIES, dim=1).values  # (B, F, T), sorted
-        return top.mean(dim=2)
-
-
-@dataclass
-class StepOutput:
-    """What one call of :meth:`DynaLayNet.step` (or :meth:`DynaLayNet.straight`) did.
-
-    Attributes:
-        state: the new :class:`NetState`.
-        flops: (B,) int64, FLOPs actually spent on each sample by this call.
-        iterations: (B, n) int64, loop iterations spent per block (0 = not looped).
-        diverged: (B, n) bool, a block's loop diverged on that sample.
-    """
-
-    state: NetState
-    flops: Tensor
-    iterations: Tensor
-    diverged: Tensor
 
 
 class FPINetwork(nn.Module):
@@ -327,19 +268,28 @@ class FPINetwork(nn.Module):
         """FLOPs per sample of the plain network (every block straight through, the head)."""
         return sum(b.inject_flops for b in self.blocks) + self.head_flops
 
+    def looped_blocks(self, action: int) -> range:
+        """Indices (0-based) of the blocks loop action ``action`` loops (none for NOP)."""
+        if action == 0:
+            return range(0)
+        n = self.n_blocks
+        return range(action) if self.config.loop_order == "input" else range(n - action, n)
+
     def step_flops(self, action: int, iterations: Sequence[int]) -> int:
         """FLOPs of one step with loop action ``action`` and the given per-block iterations.
 
-        Block 1's injection depends only on the input and is reused; every later block sees a
-        new input and recomputes its injection; looped blocks add iterations x one W conv.
+        The first looped block's injection depends only on what comes before it, which the
+        step does not change, and is reused; every later block sees a new input and
+        recomputes its injection; looped blocks add iterations x one W conv.
         """
-        if action == 0:
+        looped = self.looped_blocks(action)
+        if not looped:
             return 0
-        injections = sum(b.inject_flops for b in self.blocks[1:])
+        injections = sum(b.inject_flops for b in self.blocks[looped[0] + 1 :])
         loops = sum(
             int(iterations[i]) * self.blocks[i].iteration_flops
             + (self.blocks[i].loop_setup_flops if int(iterations[i]) > 0 else 0)
-            for i in range(action)
+            for i in looped
         )
         return injections + loops + self.head_flops
 
@@ -347,14 +297,17 @@ class FPINetwork(nn.Module):
         """FLOPs of the most expensive possible step: loop every block for ``max_iter``."""
         return self.step_flops(self.n_blocks, [self.config.max_iter] * self.n_blocks)
 
-    def _step_flops_tensor(self, action: int, iterations: Tensor) -> Tensor:
-        """Vectorised :meth:`step_flops` for (G, n) iterations of a group sharing ``action``."""
+    def _step_flops_tensor(self, actions: Tensor, iterations: Tensor) -> Tensor:
+        """Vectorised :meth:`step_flops`: (G,) FLOPs of G rows with loop ``actions`` (G,) and
+        (G, n) iterations (0 for the blocks a row does not loop)."""
         device = iterations.device
         per_iteration = torch.tensor([b.iteration_flops for b in self.blocks], device=device)
         setup = torch.tensor([b.loop_setup_flops for b in self.blocks], device=device)
-        fixed = self.step_flops(action, [0] * self.n_blocks)
-        looped = iterations[:, :action]
-        return fixed + (looped * per_iteration[:action] + (looped > 0) * setup[:action]).sum(1)
+        fixed = torch.tensor(
+            [self.step_flops(a, [0] * self.n_blocks) for a in range(self.n_actions)],
+            device=device,
+        )
+        return fixed[actions] + (iterations * per_iteration + (iterations > 0) * setup).sum(1)
 
     # ----- forward paths ----------------------------------------------------------------------
     def straight(self, inputs: Tensor) -> StepOutput:
@@ -390,15 +343,17 @@ class FPINetwork(nn.Module):
     ) -> StepOutput:
         """Loop actions on samples sorted by action, deepest loop first (none is NOP).
 
-        ``counts[k]``: how many samples chose loop-k (``counts[0]`` is ignored). Every loop
-        action loops block 1, loop-k with k >= 2 also block 2, and so on, so block l is looped
-        for a prefix of the samples (those with action >= l) and run straight for the rest:
-        one batch per block for all actions at once, instead of one per action and block, which
-        ran block 1's loop in as many small batches as there were actions (small convolutions
-        cost several times more per sample on a CPU).
+        ``counts[k]``: how many samples chose loop-k (``counts[0]`` is ignored). The samples
+        that loop block l are a prefix of them (those with action >= l, or >= n - l + 1 with
+        ``loop_order="output"``), and so are those whose block l sees a new input (a block
+        before it was looped): one batch per block for all actions at once, instead of one per
+        action and block, which ran block 1's loop in as many small batches as there were
+        actions (small convolutions cost several times more per sample on a CPU). A row that
+        neither loops a block nor sees a new input there keeps its state (``output`` only).
         """
         batch, n = state.batch_size, self.n_blocks
         device = state.logits.device
+        from_input = self.config.loop_order == "input"
         z, injections, residual = [], [], []
         iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
         diverged = torch.zeros(batch, n, dtype=torch.bool, device=device)
@@ -406,8 +361,15 @@ class FPINetwork(nn.Module):
         feedback = any(block.has_feedback for block in self.blocks)
         probabilities = state.class_probabilities() if feedback else None
         for index, block in enumerate(self.blocks):
-            u = state.injection[0] if index == 0 else block.inject(z[-1], straight=False)
-            looped = sum(counts[index + 1 :])  # samples whose action loops this block: a prefix
+            # rows whose action loops this block, and rows whose input here is new
+            if from_input:
+                looped, fed = sum(counts[index + 1 :]), batch if index else 0
+            else:
+                looped, fed = sum(counts[n - index :]), sum(counts[n - index + 1 :])
+            u = state.injection[index]
+            if fed:
+                new = block.inject(z[-1][:fed], straight=False)
+                u = new if fed == batch else torch.cat([new, u[fed:]])
             parts, residuals = [], []
             if looped:
                 result = block.loop(
@@ -424,9 +386,13 @@ class FPINetwork(nn.Module):
                 residuals.append(result.residual.to(state.residual.dtype))
                 iterations[:looped, index] = result.iterations
                 diverged[:looped, index] = result.diverged
-            if looped < batch:
-                parts.append(block.straight(u[looped:]))
-                residuals.append(torch.ones_like(state.residual[looped:, index]))
+            if looped < fed:  # a new input, not looped: run straight
+                parts.append(block.straight(u[looped:fed]))
+                residuals.append(torch.ones_like(state.residual[looped:fed, index]))
+            kept = max(looped, fed)
+            if kept < batch:  # neither looped nor a new input: as it was
+                parts.append(state.z[index][kept:])
+                residuals.append(state.residual[kept:, index])
             z.append(parts[0] if len(parts) == 1 else torch.cat(parts))
             residual.append(residuals[0] if len(residuals) == 1 else torch.cat(residuals))
             injections.append(u)
@@ -436,8 +402,13 @@ class FPINetwork(nn.Module):
             logits=self.loop_readout(z[-1], state.logits),
             residual=torch.stack(residual, dim=1),
         )
-        # Unlooped blocks have 0 iterations, so every loop action's FLOPs take one formula.
-        return StepOutput(new_state, self._step_flops_tensor(n, iterations), iterations, diverged)
+        # each row's action, in the rows' order (deepest loop first); no host sync
+        repeats = torch.tensor(counts[n:0:-1], device=device)
+        actions = torch.repeat_interleave(
+            torch.arange(n, 0, -1, device=device), repeats, output_size=batch
+        )
+        flops = self._step_flops_tensor(actions, iterations)
+        return StepOutput(new_state, flops, iterations, diverged)
 
     def step(self, state: NetState, actions: Tensor, solver: str = "fpi") -> StepOutput:
         """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per block.

@@ -64,7 +64,8 @@ def path_statistics(
                 actions = torch.full((images.shape[0],), action, device=images.device)
                 output = model.step(straight.state, actions, solver)
                 flops[action] += float(output.flops.sum())
-                iterations[action] += float(output.iterations[:, :action].double().mean(1).sum())
+                looped = list(model.looped_blocks(action))
+                iterations[action] += float(output.iterations[:, looped].double().mean(1).sum())
             logits = output.state.logits
             flops[action] += float(straight.flops.sum())
             # Per sample: the mean over its positions (one position per image; T for a

@@ -187,20 +187,26 @@ def test_config_defaults_and_legacy_checkpoints():
         "loop_rank",
         "phantom_steps",
         "phantom_tau",
+        "loop_readout",
+        "loop_order",
     ):
         legacy.pop(key)
     restored = DynaLayConfig.from_dict(legacy)
-    assert (restored.loop_operator, restored.backward, restored.feedback) == (
-        "conv3x3",
-        "ift",
-        False,
-    )
+    assert (
+        restored.loop_operator,
+        restored.backward,
+        restored.feedback,
+        restored.loop_readout,
+        restored.loop_order,
+    ) == ("conv3x3", "ift", False, "shared", "input")
     with pytest.raises(ValueError, match="loop_operator must be one of"):
         DynaLayConfig(loop_operator="conv5x5")
     with pytest.raises(ValueError, match="backward must be one of"):
         DynaLayConfig(backward="bptt")
     with pytest.raises(ValueError, match="loop_rank"):
         DynaLayConfig(widths=(4, 8), loop_rank=5)
+    with pytest.raises(ValueError, match="loop_order must be one of"):
+        DynaLayConfig(loop_order="middle")
 
 
 @pytest.mark.parametrize("readout", ["head", "residual"])

@@ -269,8 +269,9 @@ def test_implicit_backward_does_not_store_the_iterations():
 
 
 # ----- grouping by action and FLOPs ---------------------------------------------------------------
-def test_mixed_action_batch_equals_each_sample_alone():
-    net = make_net(weight_scale=5.0)
+@pytest.mark.parametrize("loop_order", ["input", "output"])
+def test_mixed_action_batch_equals_each_sample_alone(loop_order):
+    net = make_net(DynaLayConfig(**{**TINY.to_dict(), "loop_order": loop_order}), weight_scale=5.0)
     images = images_for(TINY, 8)
     actions = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
     with torch.no_grad():
@@ -284,15 +285,16 @@ def test_mixed_action_batch_equals_each_sample_alone():
                 assert torch.allclose(z_batched[i], z_alone[0], atol=1e-5)
 
 
+@pytest.mark.parametrize("loop_order", ["input", "output"])
 @pytest.mark.parametrize("norm", ["batch", "group"])
-def test_train_mode_mixed_action_batch_gives_each_sample_its_own_result(norm):
+def test_train_mode_mixed_action_batch_gives_each_sample_its_own_result(norm, loop_order):
     """In training mode too, a sample's result does not depend on who shares its action.
 
     GroupNorm needs no batch statistics: each sample equals itself run alone. BatchNorm uses
     the straight pass's batch statistics on every path: each sample equals itself in the same
     batch with every sample taking its action (the group composition does not matter).
     """
-    config = DynaLayConfig(**{**TINY.to_dict(), "norm": norm})
+    config = DynaLayConfig(**{**TINY.to_dict(), "norm": norm, "loop_order": loop_order})
     net = make_net(config, weight_scale=5.0).train()
     images = images_for(config, 8)
     actions = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
@@ -386,6 +388,43 @@ def test_flops_equal_a_hand_count_on_a_tiny_network():
         inject_2 + its[2][0] * iterate_1 + its[2][1] * iterate_2 + head,
     ]
     assert net.max_step_flops() == inject_2 + 7 * (iterate_1 + iterate_2) + head
+
+    # loop_order="output": loop-1 loops block 2 alone and re-runs nothing below it
+    output_first = make_net(DynaLayConfig(**{**config.to_dict(), "loop_order": "output"}), 0, 3.0)
+    with torch.no_grad():
+        step = output_first.step(output_first.straight(images).state, torch.tensor([0, 1, 2]))
+    its = step.iterations.tolist()
+    assert its[1][0] == 0 and its[1][1] > 0 and its[2][0] > 0
+    assert step.flops.tolist() == [
+        0,
+        its[1][1] * iterate_2 + head,
+        inject_2 + its[2][0] * iterate_1 + its[2][1] * iterate_2 + head,
+    ]
+
+
+def test_output_order_loops_the_last_blocks_and_keeps_the_ones_below():
+    """loop-1 from the output is the last block's loop from the injection the straight pass
+    stored, every block below it untouched; loop-n loops them all, as from the input."""
+    config = DynaLayConfig(**{**TINY.to_dict(), "loop_order": "output"})
+    net, thesis = make_net(config, weight_scale=5.0), make_net(weight_scale=5.0)
+    images = images_for(TINY, 4)
+    with torch.no_grad():
+        before = net.straight(images).state
+        step = net.step(before, torch.ones(4, dtype=torch.long))
+        last = net.blocks[-1]
+        weight = last.loop_conv.effective_weight()
+        expected = last.loop(
+            before.injection[-1], before.z[-1], TINY.tol, TINY.max_iter, "fpi", weight
+        )
+        every = net.step(before, torch.full((4,), 3))
+        every_thesis = thesis.step(thesis.straight(images).state, torch.full((4,), 3))
+    for index in range(2):
+        assert torch.equal(step.state.z[index], before.z[index])
+        assert torch.equal(step.state.injection[index], before.injection[index])
+    assert torch.allclose(step.state.z[-1], expected.z, atol=1e-6)
+    assert torch.allclose(step.state.logits, net.readout(expected.z), atol=1e-6)
+    assert step.iterations[:, :2].eq(0).all() and step.iterations[:, 2].gt(0).all()
+    assert torch.allclose(every.state.logits, every_thesis.state.logits, atol=1e-6)
 
 
 def test_bad_actions_and_images_give_clear_errors():
