@@ -11,7 +11,9 @@
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...] [--json]   # classify image files
 
 The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
-summary. Bad flags exit with code 2 and a message that says what to change.
+summary. Bad flags exit with code 2 and a message that says what to change; a run that diverges
+(a non-finite loss, weight or observation) exits with code 3 and a message naming the phase, the
+step and what to try, its last verified phase intact for ``--resume``.
 """
 
 from __future__ import annotations
@@ -32,10 +34,13 @@ from agents.trainer import AlternatingTrainer
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
 from dynalay_env.data import SplitOverlapError
 from dynalay_env.mdp import PENALTIES
+from main_model.divergence import TrainingDiverged
 from main_model.paths import path_name
 from main_model.recipes import RECIPES
 
 DEFAULTS = TrainConfig()
+#: The exit code of a run stopped by TrainingDiverged (2: bad flags or missing data).
+DIVERGED = 3
 #: What train and sweep accept: the image ids and the text ids (the table's baselines are CNNs).
 TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
 
@@ -269,10 +274,15 @@ def format_summary(summary: dict) -> str:
     )
     perplexity = summary.get("perplexity")  # language models only
     perplexity = "" if perplexity is None else f" | perplexity {perplexity:.1f}"
+    warnings = "".join(
+        f"\nwarning: after phase {note['phase']} the main model was no better than chance on the "
+        f"holdout ({note['accuracy']:.1%}, chance {note['chance']:.1%}): try a lower --lr"
+        for note in summary.get("below_chance", [])
+    )
     return (
         f"test accuracy {summary['accuracy']:.4f}{perplexity} on {summary['episodes']} samples | "
         f"mean cost {summary['mean_cost']:.4f} | FLOPs vs plain CNN "
-        f"{summary['relative_flops']:.2f}x | actions: {frequencies}\n"
+        f"{summary['relative_flops']:.2f}x | actions: {frequencies}{warnings}\n"
         f"run directory: {summary['run_dir']}"
     )
 
@@ -312,6 +322,9 @@ def sweep_main(argv: list[str]) -> int:
     except DataNotFoundError as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"run_rl.py sweep: {error}", file=sys.stderr)
+        return DIVERGED
     print((sweep_dir / "results.md").read_text())
     print(f"sweep directory: {sweep_dir}")
     return 0
@@ -347,6 +360,9 @@ def main(argv: list[str] | None = None) -> int:
     except (DataNotFoundError, SplitOverlapError, RunConfigMismatch) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:  # the message says where, and what to try
+        print(f"run_rl.py: {error}", file=sys.stderr)
+        return DIVERGED
     except KeyboardInterrupt:
         print(f"\ninterrupted; resume with: python run_rl.py --resume {run_dir}", file=sys.stderr)
         return 130

@@ -1,7 +1,8 @@
 """A run's logs: the Python log (``log.txt``) and SB3's logger (TensorBoard, text, CSV).
 
 - :func:`configure_run_log`: the ``dynalay`` logger writes to ``<run>/log.txt`` and stderr on
-  rank 0; other ranks only warn, on stderr.
+  rank 0 (records logged with ``extra={"file_only": True}`` to the file only); other ranks
+  only warn, on stderr.
 - :func:`sb3_logger`: SB3's :class:`~stable_baselines3.common.logger.Logger` for ``<run>/tb``
   (TensorBoard events, ``tb/log.txt`` and ``tb/progress.csv``, the last two continued, not
   emptied, when a resumed run reopens them: :class:`ContinuedCSVOutputFormat`); one that
@@ -53,7 +54,10 @@ def configure_run_log(run_dir: Path, main_process: bool = True) -> logging.Logge
         return log
     handler = logging.FileHandler(Path(run_dir) / "log.txt")
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s"))
-    log.handlers = [handler, logging.StreamHandler(sys.stderr)]
+    stream = logging.StreamHandler(sys.stderr)
+    # `extra={"file_only": True}`: a message the caller also prints (it would show twice).
+    stream.addFilter(lambda record: not getattr(record, "file_only", False))
+    log.handlers = [handler, stream]
     log.setLevel(logging.INFO)
     return log
 

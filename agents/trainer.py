@@ -20,6 +20,12 @@ Every phase starts from the previous phase's files, read back from disk, and fro
 own, also in a run that was never interrupted: so ``resume`` (after Ctrl-C, a crash or SIGKILL)
 re-runs the unfinished phase exactly as it would have run, and ends with the same weights.
 
+A phase that diverges (a non-finite loss, weight or observation; :mod:`agents.health`) stops the
+run with :class:`~main_model.divergence.TrainingDiverged`, naming the phase, the epoch or rollout
+and the step and what to try, before it writes anything: the last verified phase stays intact.
+A phase whose main model ends no better than chance on the holdout says so in the log, and the
+summary lists it (``below_chance``).
+
 Several processes (``torchrun --nproc_per_node=N run_rl.py ...``; :mod:`main_model.distributed`):
 every rank runs the same phase loop in rank 0's run directory, which must be on a filesystem
 all ranks see at the same path. The main model's phases (pre-training, supervised) train with
@@ -61,6 +67,7 @@ from agents.files import (
     PhaseRecord,
     RunDirectory,
 )
+from agents.health import FiniteObservations, below_chance, check_finite_phase, divergence_advice
 from agents.sb3_logging import configure_run_log, log, sb3_logger
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env.build import sequential_core
@@ -70,6 +77,7 @@ from dynalay_env.registry import dataset_of
 from main_model import DynaLayConfig, DynaLayNet, DynaLaySeqConfig, load_main_model, save_main_model
 from main_model.checkpoint import state_digest
 from main_model.distributed import resolve_device
+from main_model.divergence import TrainingDiverged
 from main_model.io import atomic_write, write_json_atomic
 from main_model.observation import first_observation
 from main_model.progress import progress_bar
@@ -222,6 +230,7 @@ class AlternatingTrainer:
                     self._rl_phase()
                 else:
                     self._supervised_phase(int(phase.split("/")[0][len("round") :]))
+                self._check_holdout_accuracy(phase)
                 record = self._save_phase(phase)
                 log.info("phase %s done in %.1f s", phase, time.time() - started)
         except KeyboardInterrupt:
@@ -230,6 +239,11 @@ class AlternatingTrainer:
                 self.completed,
                 self.run_dir,
             )
+            raise
+        except TrainingDiverged as error:
+            error.phase = phase
+            error.advice = divergence_advice(self.run_dir, self.config, record)
+            log.error("stopped: %s", error, extra={"file_only": True})  # the caller prints it
             raise
         self._load(record)
         return self._summarise()
@@ -344,10 +358,10 @@ class AlternatingTrainer:
             self.agent = self._new_agent()
         self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes on a fresh env
         self.agent.set_random_seed(self.phase_seed)  # also its env's samples and its action space
-        callback = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
+        metrics = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
         self.agent.learn(
             self.config.total_timesteps,
-            callback=callback,
+            callback=[metrics, FiniteObservations()],
             reset_num_timesteps=False,
             progress_bar=True,
         )
@@ -365,6 +379,11 @@ class AlternatingTrainer:
         state = self.model.straight(images).state
         self.model.train()
         observations = first_observation(state, self.model.n_actions).cpu().numpy()
+        if not np.isfinite(observations).all():  # finite weights can still overflow
+            raise TrainingDiverged(
+                "the agent's observations of the batch are not finite: the main model's "
+                "straight pass overflows (its weights grew too large)"
+            )
         chosen, _ = self.agent.predict(self.normalized(observations), deterministic=True)
         actions = torch.as_tensor(chosen, device=images.device).long()
         explore = torch.rand(len(actions), device=images.device) < self.config.exploration
@@ -428,6 +447,20 @@ class AlternatingTrainer:
             )
         self.model.eval().requires_grad_(False)
 
+    def _check_holdout_accuracy(self, phase: str) -> None:
+        """After a phase that trained the main model: :func:`agents.health.below_chance`,
+        warned in the log and kept in the state (for the summary) when it is."""
+        config = self.config
+        trained = (
+            config.pretrain_epochs > 0 or config.checkpoint is not None
+            if phase == "pretrain"
+            else not phase.endswith("/rl") and config.supervised_epochs > 0
+        )
+        if trained and distributed.is_main_process():
+            note = below_chance(self.model, self.splits["holdout"], phase, config.learning_rate)
+            if note is not None:
+                self.state["below_chance"] = [*self.state.get("below_chance", []), note]
+
     def _test_metrics(self, size: int) -> dict[str, float]:
         """The agent's first decision on the first ``size`` test images
         (:func:`agents.evaluate.first_decision_metrics`; the test curves of the thesis's
@@ -457,6 +490,7 @@ class AlternatingTrainer:
 
     def _write_phase(self, phase: str) -> PhaseRecord:
         """Rank 0's part of :meth:`_save_phase`."""
+        check_finite_phase(self.model, self.agent, self.obs_normalizer)  # before any write
         folder = self.files.begin_phase(phase)
         files = [MODEL_FILE]
         save_main_model(self.model, folder / MODEL_FILE, metadata={"phase": phase})
@@ -503,6 +537,8 @@ class AlternatingTrainer:
             # Equal digests: the evaluated agent learned on exactly the evaluated main model.
             "main_model_digest": state_digest(self.model),
             "agent_model_digest": self.state["agent_model_digest"],
+            # Phases whose main model ended no better than chance on the holdout.
+            "below_chance": self.state.get("below_chance", []),
             **result.to_json(),
         }
         write_json_atomic(summary, self.run_dir / "summary.json")

@@ -12,7 +12,8 @@ Modules:
   the sequence network (DynaLaySeqNet), FLOPs.
 - ``recipes``: how a model is trained (which path each sample takes); ``train``: one epoch,
   a whole run, training on a data split (``iterate_batches``, ``train_main_model``);
-  ``paths``: per-path statistics (accuracy, loss, FLOPs per static path).
+  ``paths``: per-path statistics (accuracy, loss, FLOPs per static path); ``divergence``:
+  every training step checked finite (``TrainingDiverged``).
 - ``checkpoint``: the model file format; ``io``: atomic file writing; ``pixels``: pixel
   normalisation; ``progress``: progress bars; ``distributed``: torchrun and devices.
 - ``observation``, ``adaptive``: the agent's view and the deployable classifier (see above).

@@ -9,6 +9,8 @@
 - :func:`train_main_model` / :func:`pretrain_main_model`: :func:`fit` on a data split, with a
   progress bar, a duration estimate (and a limit, :class:`PretrainTooLongError`) and the
   split's provenance recorded in the model (which rows it trained on).
+- every step is checked to be finite (:mod:`main_model.divergence`): a diverging run raises
+  :class:`~main_model.divergence.TrainingDiverged` before anything non-finite can be saved.
 
 Data comes as a :class:`Split`, a small protocol that ``dynalay_env``'s image and text splits
 follow, so nothing here imports the environment package. Recipes live in
@@ -28,6 +30,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 import main_model.distributed as distributed
+from main_model.divergence import TrainingDiverged, check_finite_step
 from main_model.network import DynaLayConfig, DynaLayNet
 from main_model.paths import evaluate_paths, path_name, per_sample
 from main_model.progress import progress_bar
@@ -217,7 +220,9 @@ def train_epoch(
     a weighting's mean is taken over each rank's share). ``scheduler`` steps after
     every optimiser step. ``on_batch(loss)`` is called after every step (progress bars).
     ``forward``: :func:`training_forward` of ``model``, built once by the caller (default: one
-    built here).
+    built here). After every optimiser step the loss and the model's weights and statistics
+    must be finite (:func:`check_finite_step`, the step's one extra host sync), else
+    :class:`TrainingDiverged` is raised, naming the step (1-based within the epoch).
 
     Several processes (:mod:`main_model.distributed`): ``batches`` are the global batches, the
     same on every rank; actions are chosen for the whole global batch (so random choices draw
@@ -230,13 +235,25 @@ def train_epoch(
     totals = _Accumulator(model.n_actions)
     started, backward_seconds = time.perf_counter(), 0.0
     shared = distributed.is_distributed()
-    for images, labels in batches:
-        with torch.no_grad():
-            actions = choose_actions(images, labels).to(images.device)
-        if shared:
-            shard = distributed.batch_shard(labels.shape[0])
-            images, labels, actions = images[shard.rows], labels[shard.rows], actions[shard.rows]
-        straight_logits, logits = forward(images, actions, solver)
+    for step, (images, labels) in enumerate(batches, start=1):
+        try:
+            with torch.no_grad():  # a chooser may raise TrainingDiverged too (the agent's)
+                actions = choose_actions(images, labels).to(images.device)
+            if shared:
+                shard = distributed.batch_shard(labels.shape[0])
+                images, labels, actions = (t[shard.rows] for t in (images, labels, actions))
+            straight_logits, logits = forward(images, actions, solver)
+        except torch.linalg.LinAlgError as error:
+            # The FFT contraction bound's SVD fails on non-finite loop weights (ones that came
+            # in with the model: the steps here are checked before the next forward).
+            raise TrainingDiverged(
+                "the loops' contraction bound could not be computed (a loop weight is not "
+                f"finite: {str(error).splitlines()[0]})",
+                step=step,
+            ) from error
+        except TrainingDiverged as error:
+            error.step = step
+            raise
         losses, path_losses = sample_losses(
             straight_logits,
             logits,
@@ -255,6 +272,7 @@ def train_epoch(
         _synchronize(images.device)
         backward_seconds += time.perf_counter() - backward_started
         optimizer.step()
+        check_finite_step(loss, model, step)  # before the next forward computes the bound
         if scheduler is not None:
             scheduler.step()
         with torch.no_grad():
@@ -301,6 +319,8 @@ def fit(
         choose_actions: who chooses each sample's path (default: the recipe's draws; the
             trainer passes its agent's choices); the recipe still sets the loss.
         solver: how loops run (default: the recipe's).
+
+    Raises :class:`TrainingDiverged` (with its epoch) as soon as a step is not finite.
     """
     if epochs < 1:
         raise ValueError(f"epochs must be >= 1, got {epochs}")
@@ -325,18 +345,22 @@ def fit(
     forward = training_forward(model)  # one DDP wrapper for the whole run when distributed
     history = []
     for epoch in range(1, epochs + 1):
-        stats = train_epoch(
-            model,
-            optimizer_,
-            epoch_batches(epoch),
-            choose,
-            on_batch,
-            train_straight=recipe.train_straight,
-            solver=recipe.solver if solver is None else solver,
-            scheduler=scheduler,
-            forward=forward,
-            loop_weighting=recipe.loop_weighting,
-        )
+        try:
+            stats = train_epoch(
+                model,
+                optimizer_,
+                epoch_batches(epoch),
+                choose,
+                on_batch,
+                train_straight=recipe.train_straight,
+                solver=recipe.solver if solver is None else solver,
+                scheduler=scheduler,
+                forward=forward,
+                loop_weighting=recipe.loop_weighting,
+            )
+        except TrainingDiverged as error:
+            error.epoch = epoch
+            raise
         history.append(stats)
         if on_epoch is not None:
             on_epoch(epoch, stats)
