@@ -47,10 +47,14 @@ def observation_tensor(
     """(B, D) float32 observations (layout: :func:`observation_layout`) of a batch of states.
 
     ``previous_action`` (B,) is -1 before the first decision; ``consecutive`` and ``steps`` (B,)
-    are counts. Used by the core and by anything that needs the agent's view of a state.
+    are counts. Used by the core and by anything that needs the agent's view of a state. No
+    host sync.
     """
-    previous = torch.nn.functional.one_hot(previous_action.clamp_min(0), n_actions)
-    previous = previous * (previous_action >= 0).unsqueeze(1)
+    # One-hot by comparison, all zeros for -1: one_hot() would read the actions' min and max
+    # back to the host to check them (two syncs per call on the CPU).
+    previous = previous_action.unsqueeze(1) == torch.arange(
+        n_actions, device=previous_action.device
+    )
     parts = [
         state.pooled(),
         state.class_probabilities(),  # the softmax, or its summary for per-position logits

@@ -3,6 +3,7 @@ the tests, and the numerical checks several test files use."""
 
 from __future__ import annotations
 
+import os
 import struct
 from pathlib import Path
 
@@ -86,3 +87,13 @@ def jacobian_norm_by_power_iteration(f, z: torch.Tensor, steps: int = 100) -> fl
         norm = jv.norm().item()
         vector = jtjv / jtjv.norm()
     return norm
+
+
+@pytest.fixture
+def test_device() -> torch.device:
+    """The device of the tests that take one: ``DYNALAY_TEST_DEVICE`` (default ``cpu``), e.g.
+    ``cuda`` in bench/gpu_check.sh, so they can be run on a GPU as they are."""
+    device = torch.device(os.environ.get("DYNALAY_TEST_DEVICE", "cpu"))
+    if device.type == "cuda" and not torch.cuda.is_available():
+        pytest.fail(f"DYNALAY_TEST_DEVICE={device} but torch sees no CUDA device")
+    return device
