@@ -4,8 +4,10 @@
 #
 #     bash bench/gpu_check.sh            # PYTHON=.venv/bin/python by default
 #
-# 1. the loop-operator and env tests on that machine's install (the suite runs on the CPU by
-#    design; the GPU is exercised by the steps below);
+# 1. tests with DYNALAY_TEST_DEVICE=cuda (the device of the tests that take one, conftest's
+#    test_device: the host-sync counts of tests/dynalay_env/test_host_syncs.py), with the
+#    loop-operator and env tests on that machine's install; TESTS="tests" runs the whole suite
+#    (its other tests run on the CPU by design; about 3-5 minutes on 2 CPU cores);
 # 2. bench/env_throughput.py: the native vector env against the bare model at N = 256 and 4096;
 # 3. bench/adaptive_inference.py: the deployable classifier against loop-all on the GPU;
 # 4. bench/train_step.py: a DynaLay training step against a plain one, at 16/32/64 and 64/128/256;
@@ -15,6 +17,7 @@ set -uo pipefail
 cd "$(dirname "$0")/.."
 PYTHON=${PYTHON:-.venv/bin/python}
 OUT=${OUT:-runs/gpu_check}
+TESTS=${TESTS:-tests/dynalay_env/test_host_syncs.py tests/main_model/test_loop_operators.py tests/dynalay_env/test_env.py}
 
 if ! "$PYTHON" -c "import torch, sys; sys.exit(0 if torch.cuda.is_available() else 1)"; then
     echo "gpu_check: no CUDA device visible to torch ($("$PYTHON" -c 'import torch; print(torch.__version__)')):" \
@@ -39,7 +42,8 @@ step() {  # step NAME LOG COMMAND...: run, keep the log, note a failure, never s
     fi
 }
 
-step "tests" tests.log timeout 180 "$PYTHON" -m pytest -q tests/test_loop_operators.py tests/test_env.py
+# shellcheck disable=SC2086  # TESTS is a list of paths
+step "tests on cuda" tests.log env DYNALAY_TEST_DEVICE=cuda timeout 180 "$PYTHON" -m pytest -q $TESTS
 step "env throughput" env_throughput.log timeout 150 "$PYTHON" bench/env_throughput.py \
     --device cuda --num-envs 256 4096 --quick
 step "adaptive inference" adaptive_inference.log timeout 90 "$PYTHON" bench/adaptive_inference.py \
