@@ -9,6 +9,7 @@
     python run_rl.py reproduce all [--quick]  # the thesis's Chapter 4, each claim with a verdict
     python run_rl.py export RUN_DIR --output dynalay.pt   # main model + agent in one file
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...] [--json]   # classify image files
+    python run_rl.py convert RUN_DIR --trust-pickles  # an old run directory: pickles to JSON
 
 The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
 summary. Bad flags exit with code 2 and a message that says what to change; a run that diverges
@@ -30,6 +31,7 @@ import main_model.distributed as distributed
 from agents.algorithms import ALGORITHMS, HYPERPARAMS_FILE
 from agents.config import RunConfigMismatch, TrainConfig, load_run_config
 from agents.experiments.cli import non_negative_float, non_negative_int, positive_int
+from agents.files import RunFileError
 from agents.trainer import AlternatingTrainer
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
 from dynalay_env.data import SplitOverlapError
@@ -55,7 +57,8 @@ def build_parser() -> argparse.ArgumentParser:
         "'run_rl.py table' (DynaLay vs separately trained baselines over seeds), 'run_rl.py "
         "demo', 'run_rl.py reproduce EXPERIMENT|all' (the thesis's Chapter 4 with verdicts), "
         "'run_rl.py export RUN_DIR --output F' and 'run_rl.py predict F IMAGE...' (the "
-        "deployable classifier); each has its own --help.",
+        "deployable classifier), 'run_rl.py convert RUN_DIR --trust-pickles' (a run directory "
+        "from before DynaLay stopped unpickling); each has its own --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     add = parser.add_argument
@@ -319,9 +322,12 @@ def sweep_main(argv: list[str]) -> int:
             f"settings under another --logdir, or delete {sweep_dir}"
         )
         parser.error(str(RunConfigMismatch(error.run_dir, error.differences, advice)))
-    except DataNotFoundError as error:
+    except (DataNotFoundError, RunFileError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
+    except TrainingDiverged as error:
+        print(f"run_rl.py sweep: {error}", file=sys.stderr)
+        return DIVERGED
     print((sweep_dir / "results.md").read_text())
     print(f"sweep directory: {sweep_dir}")
     return 0
@@ -341,24 +347,21 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "reproduce": _imported("agents.experiments.thesis", "reproduce_main"),
     "export": _imported("agents.deploy", "export_main"),
     "predict": _imported("agents.deploy", "predict_main"),
+    "convert": _imported("agents.convert", "convert_main"),
 }
 
 
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in SUBCOMMANDS:
-        try:
-            return SUBCOMMANDS[argv[0]](argv[1:])
-        except TrainingDiverged as error:  # sweep, table, demo, reproduce: they train too
-            print(f"run_rl.py {argv[0]}: {error}", file=sys.stderr)
-            return DIVERGED
+        return SUBCOMMANDS[argv[0]](argv[1:])
     config, run_dir = prepare(argv)
     try:
         trainer = AlternatingTrainer(config, run_dir)
         summary = trainer.run()
         prints = distributed.is_main_process()  # under torchrun every rank has the summary
         distributed.shutdown()  # and leaves the group with the others
-    except (DataNotFoundError, SplitOverlapError, RunConfigMismatch) as error:
+    except (DataNotFoundError, SplitOverlapError, RunConfigMismatch, RunFileError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:  # the message says where, and what to try

@@ -4,7 +4,8 @@
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...]   # label, confidence, action, FLOPs
 
 The SB3 side lives here: :func:`classifier_from_run` takes the run's final main model, agent
-and VecNormalize statistics once and folds them into a :class:`~main_model.adaptive.
+and observation statistics once (nothing unpickled: :func:`agents.algorithms.load_saved_agent`)
+and folds them into a :class:`~main_model.adaptive.
 AdaptiveClassifier`, which needs only torch and ``main_model`` from then on.
 """
 
@@ -23,14 +24,14 @@ from stable_baselines3 import DQN
 from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.policies import ActorCriticPolicy
 from stable_baselines3.common.torch_layers import FlattenExtractor
-from stable_baselines3.common.vec_env import VecNormalize
 from torch import nn
 from torchvision.io import ImageReadMode
 from torchvision.transforms.v2 import functional as image_functional
 
 from agents.algorithms import load_saved_agent
 from agents.config import load_run_config
-from agents.files import MODEL_FILE, final_checkpoints
+from agents.files import MODEL_FILE, RunFileError, final_checkpoints
+from agents.normalization import NormalizerState
 from dynalay_env.data import get_spec
 from dynalay_env.registry import dataset_of
 from main_model import CheckpointError, DynaLayNet, load_main_model
@@ -94,7 +95,7 @@ def policy_from_agent(agent: BaseAlgorithm) -> PolicyNetwork:
     return network.cpu()
 
 
-def normalizer_from(stats: VecNormalize) -> ObservationNormalizer | None:
+def normalizer_from(stats: NormalizerState) -> ObservationNormalizer | None:
     """VecNormalize's observation statistics as a torch module (None when it leaves them)."""
     if not stats.norm_obs:
         return None
@@ -126,7 +127,7 @@ def classifier_from_run(run_dir: Path) -> AdaptiveClassifier:
             f"{run_dir} trained a {type(model).__name__} on {config.env}: export supports the "
             f"image networks (DynaLayNet) only"
         )
-    agent, stats = load_saved_agent(folder, config.algo, device="cpu")
+    agent, stats = load_saved_agent(folder, config, device="cpu", model=model)
     normalizer = None if stats is None else normalizer_from(stats)
     dataset = dataset_of(config.env)
     spec = get_spec(dataset)
@@ -209,7 +210,7 @@ def export_main(argv: list[str]) -> int:
         parser.error(f"{run_dir / 'config.yaml'} is missing; is {run_dir} a run directory?")
     try:
         classifier = classifier_from_run(run_dir)
-    except (FileNotFoundError, CheckpointError, ValueError) as error:
+    except (FileNotFoundError, CheckpointError, RunFileError, ValueError) as error:
         print(f"run_rl.py export: {error}", file=sys.stderr)
         return 2
     path = classifier.save(args.output)

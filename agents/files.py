@@ -4,7 +4,7 @@ Layout of a run directory (``agents.trainer`` writes it, ``--resume`` and ``eval
 
     config.yaml                     the resolved TrainConfig (agents.config)
     checkpoints/<phase>/            one folder per phase, e.g. checkpoints/round1/rl/
-        main_model.pt  agent.zip  vecnormalize.pkl  replay_buffer.pkl   (those the phase has)
+        main_model.pt  agent.zip  vecnormalize.json  replay_buffer.npz  (those the phase has)
         manifest.json               written last: the files above with SHA-256 and size
 
 A phase counts as done only when its manifest exists and every file it lists still has its
@@ -13,6 +13,14 @@ not trusted, never a main model paired with another phase's agent or statistics.
 files are complete by themselves, so a phase can be re-run from the previous phase's folder.
 Every write goes through :func:`main_model.io.atomic_write` (fsync'd file, rename, fsync'd
 folder).
+
+Nothing in a run directory is unpickled: run directories are shared, and loading a pickle runs
+whatever code its author put in it. The main model is read with ``weights_only=True``, the
+agent by :func:`agents.agent_zip.load_agent` (every pickled entry of SB3's zip supplied by the
+project), the observation statistics from JSON and the replay buffer from arrays (``.npz``).
+Folders from before (``vecnormalize.pkl``, ``replay_buffer.pkl``: :data:`PICKLED_FILES`) are
+refused by :func:`refuse_pickles`, whose message says how to convert one you trust
+(``run_rl.py convert``, :mod:`agents.convert`).
 """
 
 from __future__ import annotations
@@ -33,17 +41,23 @@ __all__ = [
     "MODEL_FILE",
     "NORMALIZE_FILE",
     "REPLAY_BUFFER_FILE",
+    "PICKLED_FILES",
     "PhaseInvalid",
     "PhaseRecord",
     "RunDirectory",
+    "RunFileError",
+    "UnsafeRunFile",
     "final_checkpoints",
+    "refuse_pickles",
     "sha256_file",
 ]
 
 MODEL_FILE = "main_model.pt"
 AGENT_FILE = "agent.zip"
-NORMALIZE_FILE = "vecnormalize.pkl"  # VecNormalize's observation statistics
-REPLAY_BUFFER_FILE = "replay_buffer.pkl"  # off-policy algorithms (DQN)
+NORMALIZE_FILE = "vecnormalize.json"  # VecNormalize's statistics (agents.normalization)
+REPLAY_BUFFER_FILE = "replay_buffer.npz"  # off-policy algorithms (DQN; agents.replay_buffer)
+#: The pickles run directories held before, each with the plain file that replaces it.
+PICKLED_FILES = {"vecnormalize.pkl": NORMALIZE_FILE, "replay_buffer.pkl": REPLAY_BUFFER_FILE}
 MANIFEST_FILE = "manifest.json"
 MANIFEST_FORMAT = "dynalay-phase-manifest"
 CHECKPOINTS = "checkpoints"
@@ -54,6 +68,47 @@ KEPT_PHASES = 2
 
 class PhaseInvalid(Exception):
     """A phase's folder cannot be trusted; the message names the file and what is wrong."""
+
+
+class RunFileError(ValueError):
+    """A run directory's file that cannot be used (unsafe, malformed, or not this run's); the
+    message names the file and says what to do. The command line exits 2 with it."""
+
+
+class UnsafeRunFile(RunFileError):
+    """A run directory's file that DynaLay will not load because loading it could run code (a
+    pickle); the message names the file and what to do."""
+
+
+def run_dir_of(folder: Path) -> Path:
+    """The run directory a checkpoint folder belongs to (the parent of its ``checkpoints/``);
+    ``folder`` itself when it is not inside one."""
+    folder = Path(folder)
+    for parent in (folder, *folder.parents):
+        if parent.name == CHECKPOINTS:
+            return parent.parent
+    return folder
+
+
+def refuse_pickles(folder: Path) -> None:
+    """Raise :class:`UnsafeRunFile` when ``folder`` holds one of :data:`PICKLED_FILES`.
+
+    Any such file counts, listed in a manifest or not: a folder is never half read from a
+    pickle and half from plain files (a conversion that stopped midway is finished by running
+    it again).
+    """
+    found = [name for name in PICKLED_FILES if (Path(folder) / name).is_file()]
+    if not found:
+        return
+    run_dir = run_dir_of(folder)
+    raise UnsafeRunFile(
+        f"{folder} holds {' and '.join(found)}: pickles, which this version of DynaLay does not "
+        "load, since loading a pickle runs whatever code its author put in it (run directories "
+        "made before it saved plain files hold them). If you trust whoever made "
+        f"{run_dir}, convert it once with 'python run_rl.py convert {run_dir} --trust-pickles' "
+        f"(it writes {' and '.join(PICKLED_FILES[name] for name in found)} in their place); "
+        "otherwise do not use it"
+    )
 
 
 @dataclass(frozen=True)
@@ -108,6 +163,15 @@ class RunDirectory:
     ) -> PhaseRecord:
         """Write ``phase``'s manifest (last, atomically) for exactly ``files`` in its folder,
         then remove the folders of phases older than the :data:`KEPT_PHASES` last."""
+        record = self.write_manifest(phase, files, state)
+        self._prune(phases[: max(phases.index(phase) + 1 - KEPT_PHASES, 0)])
+        return record
+
+    def write_manifest(
+        self, phase: str, files: Sequence[str], state: Mapping[str, Any]
+    ) -> PhaseRecord:
+        """Write (or replace, atomically) ``phase``'s manifest for exactly ``files`` in its
+        folder, with their checksums as they are now."""
         folder = self.phase_folder(phase)
         listed = {
             name: {"sha256": sha256_file(folder / name), "bytes": (folder / name).stat().st_size}
@@ -115,7 +179,6 @@ class RunDirectory:
         }
         manifest = {"format": MANIFEST_FORMAT, "phase": phase, "files": listed, "state": state}
         write_json_atomic(manifest, folder / MANIFEST_FILE)
-        self._prune(phases[: max(phases.index(phase) + 1 - KEPT_PHASES, 0)])
         return PhaseRecord(phase, folder, tuple(files), dict(state))
 
     def verify(self, phase: str) -> PhaseRecord:

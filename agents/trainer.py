@@ -10,7 +10,7 @@ agent that is evaluated and saved has acted on exactly the model saved beside it
 Run directory (layout and manifests: :mod:`agents.files`)::
 
     config.yaml            the full resolved configuration (and the algorithm's kwargs)
-    checkpoints/<phase>/   main_model.pt, agent.zip, vecnormalize.pkl, replay_buffer.pkl (DQN),
+    checkpoints/<phase>/   main_model.pt, agent.zip, vecnormalize.json, replay_buffer.npz (DQN),
                            and manifest.json, written last, with their SHA-256 checksums
     progress.json          the phases completed so far (for people; the manifests decide)
     tb/                    TensorBoard events          log.txt   the run's log
@@ -55,7 +55,7 @@ from stable_baselines3.common.vec_env import VecNormalize
 from torch.utils.tensorboard import SummaryWriter
 
 import main_model.distributed as distributed
-from agents.algorithms import ALGORITHMS, algo_hyperparams
+from agents.algorithms import ALGORITHMS, algo_hyperparams, load_agent
 from agents.callbacks import DynaLayMetricsCallback
 from agents.config import CONFIG_FILE, TrainConfig, check_run_config, write_run_config
 from agents.evaluate import PolicyResult, first_decision_metrics, run_policy
@@ -66,8 +66,11 @@ from agents.files import (
     REPLAY_BUFFER_FILE,
     PhaseRecord,
     RunDirectory,
+    refuse_pickles,
 )
 from agents.health import FiniteObservations, below_chance, check_finite_phase, divergence_advice
+from agents.normalization import NormalizerState
+from agents.replay_buffer import load_replay_buffer, write_replay_buffer
 from agents.sb3_logging import configure_run_log, log, sb3_logger
 from agents.vec_env import make_sb3_vec_env
 from dynalay_env.build import sequential_core
@@ -173,7 +176,7 @@ class AlternatingTrainer:
     def _make_env(self, stats: Path | None = None):
         """The SB3 env over the holdout; wrapped in VecNormalize when the hyperparameters ask.
 
-        ``stats``: a saved VecNormalize whose statistics the wrapper continues from.
+        ``stats``: a saved ``vecnormalize.json`` whose statistics the wrapper continues from.
         """
         env = self._make_raw_env()
         self.core = env.venv.vector_env.unwrapped.core
@@ -181,7 +184,7 @@ class AlternatingTrainer:
         if self.normalize is None:
             return env
         if stats is not None:
-            self.obs_normalizer = VecNormalize.load(str(stats), env)
+            self.obs_normalizer = NormalizerState.load(stats).wrap(env)
         else:
             self.obs_normalizer = VecNormalize(env, **self.normalize)
         return self.obs_normalizer
@@ -275,25 +278,32 @@ class AlternatingTrainer:
 
         Read back even when the same objects are still in memory: an uninterrupted run and a
         resumed one then take one path (SB3's load re-seeds, VecNormalize and the replay buffer
-        come from their pickles, the env starts afresh) and end with the same weights.
+        come from their plain files, the env starts afresh) and end with the same weights.
+        Nothing is unpickled (:mod:`agents.files`): a phase folder from before that holds
+        pickles is refused, with how to convert it.
         """
         self.model = self.agent = None
         self.obs_normalizer = self.core = None
         if record is None:
             return
+        refuse_pickles(record.folder)
         self.state = dict(record.state)
         self.model, _ = load_main_model(record.path(MODEL_FILE), self.device)
         if not record.has(AGENT_FILE):
             return
         stats = record.path(NORMALIZE_FILE) if record.has(NORMALIZE_FILE) else None
-        self.agent = ALGORITHMS[self.config.algo].load(
-            record.path(AGENT_FILE), env=self._make_env(stats), device=self.device
+        self.agent = load_agent(
+            record.path(AGENT_FILE),
+            self.config.algo,
+            self.algo_kwargs,
+            env=self._make_env(stats),
+            device=self.device,
         )
         self.agent.set_logger(self._tensorboard_logger())
         # Only rank 0 runs RL phases: the others never need the (large) replay buffer.
         if record.has(REPLAY_BUFFER_FILE) and distributed.is_main_process():
             assert isinstance(self.agent, OffPolicyAlgorithm)
-            self.agent.load_replay_buffer(record.path(REPLAY_BUFFER_FILE))
+            load_replay_buffer(self.agent, record.path(REPLAY_BUFFER_FILE))
 
     def _model_config(self) -> DynaLayConfig | DynaLaySeqConfig:
         """The main model's config: the run's widths (and strides, images only) for its data."""
@@ -499,10 +509,11 @@ class AlternatingTrainer:
             atomic_write(folder / AGENT_FILE, self.agent.save)
             if isinstance(self.agent, OffPolicyAlgorithm):
                 files.append(REPLAY_BUFFER_FILE)
-                atomic_write(folder / REPLAY_BUFFER_FILE, self.agent.save_replay_buffer)
+                buffer = self.agent.replay_buffer
+                atomic_write(folder / REPLAY_BUFFER_FILE, lambda t: write_replay_buffer(buffer, t))
         if self.obs_normalizer is not None:
             files.append(NORMALIZE_FILE)
-            atomic_write(folder / NORMALIZE_FILE, self.obs_normalizer.save)
+            NormalizerState.of(self.obs_normalizer).save(folder / NORMALIZE_FILE)
         record = self.files.commit_phase(phase, files, self.state, self.phases)
         self.completed = self.phases[: self.phases.index(phase) + 1]
         write_json_atomic(

@@ -43,6 +43,27 @@ def answer_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return per_sample(logits.argmax(dim=1) == labels)
 
 
+def observation_space(model: DynaLayNet, max_steps: int) -> spaces.Box:
+    """The (D,) float32 Box of the observations of ``model``'s states in episodes of at most
+    ``max_steps`` decisions (layout: :func:`~main_model.observation.observation_layout`).
+
+    A function of the model and the episode length alone, so that an agent saved beside a main
+    model can be read back with this space without building a core over data.
+    """
+    layout = observation_layout(model)
+    size = layout["step_index"].stop
+    low = np.zeros(size, dtype=np.float32)
+    high = np.full(size, np.inf, dtype=np.float32)
+    low[layout["pooled_activations"]] = model.activation_bounds[0]
+    high[layout["pooled_activations"]] = model.activation_bounds[1]
+    high[layout["class_probabilities"]] = 1.0
+    high[layout["residuals"]] = RESIDUAL_CLIP
+    high[layout["previous_action"]] = 1.0
+    high[layout["consecutive_count"]] = max_steps
+    high[layout["step_index"]] = max_steps
+    return spaces.Box(low, high, dtype=np.float32)
+
+
 @dataclass
 class CoreStep:
     """Result of :meth:`DynaLayCore.step` for all N slots (numpy, on the CPU).
@@ -119,16 +140,7 @@ class DynaLayCore:
 
     # ----- observation -------------------------------------------------------------------------
     def _observation_space(self) -> spaces.Box:
-        low = np.zeros(self.observation_size, dtype=np.float32)
-        high = np.full(self.observation_size, np.inf, dtype=np.float32)
-        low[self.observation_layout["pooled_activations"]] = self.model.activation_bounds[0]
-        high[self.observation_layout["pooled_activations"]] = self.model.activation_bounds[1]
-        high[self.observation_layout["class_probabilities"]] = 1.0
-        high[self.observation_layout["residuals"]] = RESIDUAL_CLIP
-        high[self.observation_layout["previous_action"]] = 1.0
-        high[self.observation_layout["consecutive_count"]] = self.max_steps
-        high[self.observation_layout["step_index"]] = self.max_steps
-        return spaces.Box(low, high, dtype=np.float32)
+        return observation_space(self.model, self.max_steps)
 
     def observe(self) -> np.ndarray:
         """(N, D) float32 observations of every slot (a fresh array)."""

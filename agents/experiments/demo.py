@@ -16,6 +16,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.files import RunFileError
 from dynalay_env.data import DataNotFoundError, get_spec
 from dynalay_env.models import SHIPPED_DIR, shipped_model_path, shipped_model_provenance
 
@@ -131,7 +132,7 @@ def demo_main(argv: list[str]) -> int:
         summary = run_table(config)
     except SettingsMismatch as error:
         parser.error(str(error))
-    except (DataNotFoundError, FileNotFoundError) as error:
+    except (DataNotFoundError, FileNotFoundError, RunFileError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     print(demo_report(summary))

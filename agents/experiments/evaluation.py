@@ -14,7 +14,7 @@ from pathlib import Path
 from agents.algorithms import load_agent_policy
 from agents.config import TrainConfig, load_run_config
 from agents.evaluate import PolicyResult, best_loop_on, evaluate_all
-from agents.files import MODEL_FILE, final_checkpoints
+from agents.files import MODEL_FILE, RunFileError, final_checkpoints
 from agents.report import (
     plot_action_frequencies,
     plot_pareto,
@@ -124,7 +124,11 @@ def eval_main(argv: list[str]) -> int:
         final_checkpoints(run_dir)
     except FileNotFoundError as error:
         parser.error(str(error))
-    results = evaluate_run(run_dir, args.eval_size, args.taus, args.device)
+    try:
+        results = evaluate_run(run_dir, args.eval_size, args.taus, args.device)
+    except RunFileError as error:
+        print(f"run_rl.py eval: {error}", file=sys.stderr)
+        return 2
     print((run_dir / "results.md").read_text())
     print(f"wrote {run_dir / 'results.md'}, results.json and plots to {run_dir}")
     return 0 if results else 1

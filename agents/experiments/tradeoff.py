@@ -42,6 +42,7 @@ import numpy as np
 from agents.algorithms import load_agent_policy
 from agents.config import TrainConfig
 from agents.evaluate import PolicyResult, best_loop_on, evaluate_all, run_policy, static_policy
+from agents.files import RunFileError
 from agents.report import plt, policy_kind
 from agents.trainer import AlternatingTrainer
 from dynalay_env.build import sequential_core
@@ -317,7 +318,7 @@ def table_main(argv: list[str]) -> int:
         run_table(config)
     except (SettingsMismatch, ValueError) as error:
         parser.error(str(error))
-    except DataNotFoundError as error:
+    except (DataNotFoundError, RunFileError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     print((Path(config.out) / "tradeoff.md").read_text())

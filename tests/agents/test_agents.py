@@ -73,7 +73,7 @@ def test_cli_end_to_end_writes_run_directory_and_tensorboard_tags(tiny_data, tmp
     assert {p.name for p in final.iterdir()} == {
         "main_model.pt",
         "agent.zip",
-        "vecnormalize.pkl",  # hyperparams.yml: normalize observations
+        "vecnormalize.json",  # hyperparams.yml: normalize observations (plain statistics)
         "manifest.json",  # the phase's files and their checksums, written last
     }
     # The last phase and the one before it (to re-run the last from) are kept.
@@ -440,7 +440,7 @@ def test_cli_trains_with_every_supported_algorithm(algo, tiny_data, tmp_path):
     assert f"algo: {algo}" in (run_dir / "config.yaml").read_text()
     assert (final_checkpoints(run_dir) / "agent.zip").is_file()
     # Off-policy agents keep their replay buffer with the phase's files.
-    assert (final_checkpoints(run_dir) / "replay_buffer.pkl").is_file() == (algo == "dqn")
+    assert (final_checkpoints(run_dir) / "replay_buffer.npz").is_file() == (algo == "dqn")
 
 
 def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_path):
@@ -450,7 +450,7 @@ def test_conf_file_without_normalisation_trains_and_evaluates(tiny_data, tmp_pat
     flags[flags.index("--rounds") + 1] = "1"
     assert run_rl.main([*flags, "--conf", str(conf)]) == 0
     run_dir = only_run_dir(tmp_path / "runs")
-    assert not (final_checkpoints(run_dir) / "vecnormalize.pkl").exists()
+    assert not (final_checkpoints(run_dir) / "vecnormalize.json").exists()
     assert "n_steps: 8" in (run_dir / "config.yaml").read_text()
     assert run_rl.main(["eval", str(run_dir), "--device", "cpu", "--taus", "0.9"]) == 0
 

@@ -163,12 +163,12 @@ def test_bad_files_raise_checkpoint_errors_that_say_what_to_do(runs, tmp_path):
         AdaptiveClassifier.load(main_model_file)
 
 
-def test_predict_on_a_pickle_says_what_the_file_is_not_in_the_projects_words(runs, capsys):
-    """An SB3 file (VecNormalize's pickle, the agent's zip) given as the classifier: the message
-    names the file, says it is not an exported classifier and how to make one, without torch's
-    multi-paragraph ``weights_only`` text."""
+def test_predict_on_a_run_file_says_what_the_file_is_not_in_the_projects_words(runs, capsys):
+    """A run directory's file (the observation statistics' JSON, the agent's zip) given as the
+    classifier: the message names the file, says it is not an exported classifier and how to
+    make one, without torch's multi-paragraph ``weights_only`` text."""
     folder = final_checkpoints(runs["ppo", 1])
-    for name in ("vecnormalize.pkl", "agent.zip"):
+    for name in ("vecnormalize.json", "agent.zip"):
         if not (folder / name).is_file():
             continue
         assert run_rl.main(["predict", str(folder / name), "image.png"]) == 2

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import pickle
 import shutil
 import signal
 import subprocess
@@ -17,14 +16,15 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
 from conftest import write_mnist_files
 
 import run_rl
-from agents.algorithms import ALGORITHMS
-from agents.config import TrainConfig
+from agents.algorithms import load_saved_agent
+from agents.config import TrainConfig, load_run_config
 from agents.files import final_checkpoints
 
 REPO = Path(__file__).resolve().parents[2]
@@ -101,12 +101,14 @@ def assert_same_end(run_dir: Path, reference: Path, algo: str) -> None:
     assert weights[0].keys() == weights[1].keys()
     for name, tensor in weights[0].items():
         assert torch.equal(tensor, weights[1][name]), f"main model {name} differs"
-    agents = [ALGORITHMS[algo].load(d / "agent.zip", device="cpu") for d in (mine, theirs)]
+    config = load_run_config(run_dir)
+    assert config.algo == algo
+    loaded = [load_saved_agent(d, config) for d in (mine, theirs)]
+    agents, stats = [agent for agent, _ in loaded], [s.obs_rms for _, s in loaded]
     assert agents[0].num_timesteps == agents[1].num_timesteps
     policies = [agent.policy.state_dict() for agent in agents]
     for name, tensor in policies[0].items():
         assert torch.equal(tensor, policies[1][name]), f"agent {name} differs"
-    stats = [pickle.loads((d / "vecnormalize.pkl").read_bytes()).obs_rms for d in (mine, theirs)]
     assert (stats[0].mean == stats[1].mean).all() and (stats[0].var == stats[1].var).all()
     summaries = [json.loads((d / "summary.json").read_text()) for d in (run_dir, reference)]
     for summary in summaries:  # where it ran, and how long evaluating took, may differ
@@ -178,7 +180,7 @@ def test_sigkill_in_the_middle_of_a_phase_then_resume_ends_as_an_uninterrupted_r
 
 @pytest.mark.parametrize(
     "algo, damaged, how",
-    [("ppo", "agent.zip", "corrupted"), ("dqn", "replay_buffer.pkl", "missing")],
+    [("ppo", "agent.zip", "corrupted"), ("dqn", "replay_buffer.npz", "missing")],
 )
 def test_damaged_file_of_the_last_phase_is_detected_and_the_phase_re_run(
     algo, damaged, how, workspace, uninterrupted, tmp_path
@@ -203,13 +205,15 @@ def test_damaged_file_of_the_last_phase_is_detected_and_the_phase_re_run(
 
 
 def test_replay_buffer_is_carried_from_phase_to_phase(uninterrupted):
-    final = final_checkpoints(uninterrupted("dqn"))
+    run_dir = uninterrupted("dqn")
+    final = final_checkpoints(run_dir)
     manifest = json.loads((final / "manifest.json").read_text())
-    assert "replay_buffer.pkl" in manifest["files"]
-    buffer = pickle.loads((final / "replay_buffer.pkl").read_bytes())
-    agent = ALGORITHMS["dqn"].load(final / "agent.zip", device="cpu")
+    assert "replay_buffer.npz" in manifest["files"]
+    with np.load(final / "replay_buffer.npz", allow_pickle=False) as buffer:  # arrays only
+        pos, n_envs = int(buffer["pos"]), buffer["observations"].shape[1]
+    agent, _ = load_saved_agent(final, load_run_config(run_dir))
     # Both RL phases' transitions: the buffer came back from round1's files for final/rl.
-    assert buffer.pos * buffer.n_envs == agent.num_timesteps >= 2 * 32
+    assert pos * n_envs == agent.num_timesteps >= 2 * 32
 
 
 # ----- contradicting flags and stale sweeps ----------------------------------------------------

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 from agents.config import RunConfigMismatch
+from agents.files import RunFileError
 from dynalay_env.data import DataNotFoundError, SplitOverlapError
 from dynalay_env.registry import ENV_IDS
 
@@ -97,7 +98,7 @@ def reproduce_main(argv: list[str]) -> int:
         results = reproduce(config, names)
     except (ReproductionError, SettingsMismatch, RunConfigMismatch, SplitOverlapError) as error:
         parser.error(str(error))
-    except DataNotFoundError as error:
+    except (DataNotFoundError, RunFileError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     for name in results:
