@@ -8,6 +8,10 @@ Library (one concern per module):
 - ``config``: :class:`~agents.config.TrainConfig` and a run's ``config.yaml``; ``files``: the
   run directory (phase folders, manifests, the final checkpoints); ``sb3_logging``: the run's
   log and SB3 logger formats;
+- the run directory's files, none of them unpickled: ``agent_zip`` (SB3's ``agent.zip`` read
+  with every pickled entry supplied), ``normalization`` (``vecnormalize.json``),
+  ``replay_buffer`` (``replay_buffer.npz``); ``convert``: older directories' pickles rewritten
+  as those files;
 - ``trainer``: the alternating trainer, which sequences the phases (pre-training and
   supervised phases through :mod:`main_model.train`, RL phases through SB3);
 - ``evaluate``: policies and baselines run on a split; ``deploy``: export a run as one
