@@ -19,6 +19,7 @@ import pickle
 import shutil
 import zipfile
 from pathlib import Path
+from types import SimpleNamespace
 
 import cloudpickle
 import gymnasium as gym
@@ -26,11 +27,13 @@ import numpy as np
 import pytest
 import torch
 from conftest import write_mnist_files
+from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 import run_rl
 from agents.files import PICKLED_FILES, RunDirectory, final_checkpoints, run_dir_of
 from agents.normalization import NormalizerError, NormalizerState
+from agents.replay_buffer import ARRAYS, ReplayBufferError, load_replay_buffer
 
 TINY_FLAGS = [
     "--env", "DynaLay-MNIST-v0", "--device", "cpu", "--widths", "2", "2", "2",
@@ -285,3 +288,29 @@ def test_plain_statistics_normalise_as_vec_normalize_does(sweep_logdir, tmp_path
     (tmp_path / "other.json").write_text(json.dumps({"format": "something else"}))
     with pytest.raises(NormalizerError, match="not DynaLay's observation statistics"):
         NormalizerState.load(tmp_path / "other.json")
+
+
+def test_convert_turns_a_replay_buffer_pickle_into_the_same_arrays(tmp_path):
+    """A run from before the manifests (files flat in ``checkpoints/``) with a DQN replay buffer
+    pickle: converted, its arrays, ``pos`` and ``full`` come back into a fresh buffer unchanged."""
+    space = gym.spaces.Box(-1.0, 1.0, (5,), np.float32)
+    buffer = ReplayBuffer(16, space, gym.spaces.Discrete(3), device="cpu", n_envs=2)
+    rng = np.random.default_rng(0)
+    for _ in range(11):  # wraps around: pos 3, full
+        observations = rng.uniform(-1, 1, (2, 5)).astype(np.float32)
+        buffer.add(observations, observations + 1, rng.integers(0, 3, (2, 1)), rng.random(2),
+                   rng.random(2) < 0.5, [{}, {}])  # fmt: skip
+    folder = tmp_path / "run" / "checkpoints"
+    folder.mkdir(parents=True)
+    (folder / "replay_buffer.pkl").write_bytes(pickle.dumps(buffer))
+    assert run_rl.main(["convert", str(tmp_path / "run"), "--trust-pickles"]) == 0
+    assert not (folder / "replay_buffer.pkl").exists()
+
+    fresh = ReplayBuffer(16, space, gym.spaces.Discrete(3), device="cpu", n_envs=2)
+    load_replay_buffer(SimpleNamespace(replay_buffer=fresh), folder / "replay_buffer.npz")
+    assert (fresh.pos, fresh.full) == (buffer.pos, buffer.full) == (3, True)
+    for name in ARRAYS:
+        assert np.array_equal(getattr(fresh, name), getattr(buffer, name)), name
+    smaller = ReplayBuffer(8, space, gym.spaces.Discrete(3), device="cpu", n_envs=2)
+    with pytest.raises(ReplayBufferError, match="observations is float32"):
+        load_replay_buffer(SimpleNamespace(replay_buffer=smaller), folder / "replay_buffer.npz")
