@@ -325,9 +325,6 @@ def sweep_main(argv: list[str]) -> int:
     except (DataNotFoundError, RunFileError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
-    except TrainingDiverged as error:
-        print(f"run_rl.py sweep: {error}", file=sys.stderr)
-        return DIVERGED
     print((sweep_dir / "results.md").read_text())
     print(f"sweep directory: {sweep_dir}")
     return 0
@@ -354,7 +351,11 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
 def main(argv: list[str] | None = None) -> int:
     argv = sys.argv[1:] if argv is None else argv
     if argv[:1] and argv[0] in SUBCOMMANDS:
-        return SUBCOMMANDS[argv[0]](argv[1:])
+        try:
+            return SUBCOMMANDS[argv[0]](argv[1:])
+        except TrainingDiverged as error:  # sweep, table, demo, reproduce: they train too
+            print(f"run_rl.py {argv[0]}: {error}", file=sys.stderr)
+            return DIVERGED
     config, run_dir = prepare(argv)
     try:
         trainer = AlternatingTrainer(config, run_dir)
