@@ -192,3 +192,15 @@ def test_a_model_no_better_than_chance_on_the_holdout_is_noted_and_summarised(ca
     assert "warning: after phase round2/supervised the main model was no better than chance" in (
         run_rl.format_summary(summary)
     )
+
+
+def test_a_sub_command_that_diverges_exits_with_its_message(monkeypatch, capsys):
+    def diverging(argv):
+        raise TrainingDiverged("the loss is nan", epoch=2, step=5, advice="Try a lower --lr.")
+
+    monkeypatch.setitem(run_rl.SUBCOMMANDS, "table", diverging)
+    assert run_rl.main(["table"]) == run_rl.DIVERGED
+    assert capsys.readouterr().err == (
+        "run_rl.py table: training diverged in epoch 2, step 5: the loss is nan. "
+        "Try a lower --lr.\n"
+    )
