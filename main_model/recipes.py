@@ -68,7 +68,16 @@ class Recipe:
 
 
 RECIPES: dict[str, Recipe] = {
-    "dynalay": Recipe("dynalay", 1, None, True, description="straight + uniform loop-1..n"),
+    # The loop loss weighted toward the samples the straight pass is unsure of: measured better
+    # than uniform on the Fashion-MNIST holdout (docs/results.md, "Loops worth their FLOPs").
+    "dynalay": Recipe(
+        "dynalay",
+        1,
+        None,
+        True,
+        description="straight + loop-1..n, unsure-weighted",
+        loop_weighting="unsure",
+    ),
     "uniform": Recipe("uniform", 0, None, False, description="one uniform path of NOP..loop-n"),
     "plain": Recipe("plain", 0, 0, True, description="straight path only (plain CNN)"),
     "deq": Recipe("deq", -1, None, False, "anderson", "all blocks looped, Anderson (DEQ)"),

@@ -81,8 +81,10 @@ def test_rewards_equal_hand_computed_values_when_every_loop_runs_max_iter():
 
     blocks = model.blocks
     injections = blocks[1].inject_flops + blocks[2].inject_flops
-    loop_1 = injections + 3 * blocks[0].iteration_flops + model.head_flops
-    loop_3 = injections + 3 * sum(b.iteration_flops for b in blocks) + model.head_flops
+    # a looped block: 3 iterations plus its loop's setup (the feedback's projection, if any)
+    looped = [3 * b.iteration_flops + b.loop_setup_flops for b in blocks]
+    loop_1 = injections + looped[0] + model.head_flops
+    loop_3 = injections + sum(looped) + model.head_flops
     _, reward, terminated, _, info = env.step(1)  # a new k: the count restarts at 1
     assert terminated  # max_steps = 4 decisions reached: the answer is forced
     assert reward == pytest.approx(-0.3 * loop_1 / loop_3 + 0.5 * info["correct"], abs=1e-6)
@@ -100,9 +102,9 @@ def test_layer_penalty_multiplies_the_cost_by_the_chosen_k_not_the_repeat_count(
     env.reset(seed=0)
     blocks = model.blocks
     injections = blocks[1].inject_flops + blocks[2].inject_flops
-    loop_2 = injections + 3 * (blocks[0].iteration_flops + blocks[1].iteration_flops)
-    loop_2 += model.head_flops
-    loop_3 = injections + 3 * sum(b.iteration_flops for b in blocks) + model.head_flops
+    looped = [3 * b.iteration_flops + b.loop_setup_flops for b in blocks]
+    loop_2 = injections + looped[0] + looped[1] + model.head_flops
+    loop_3 = injections + sum(looped) + model.head_flops
     rewards = [env.step(a)[1] for a in (3, 3, 2)]
     # loop-3 twice: cost 1, times k = 3 both times (no growth with repetition); then loop-2.
     assert rewards == pytest.approx([-0.9, -0.9, -0.3 * 2 * loop_2 / loop_3], abs=1e-6)

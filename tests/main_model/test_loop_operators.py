@@ -78,7 +78,7 @@ def test_iteration_flops_against_a_hand_count():
 
 def test_step_flops_count_feedback_once_per_looped_block():
     config = DynaLayConfig(
-        in_channels=1, image_size=8, num_classes=3, widths=(4, 6), strides=(2, 2)
+        in_channels=1, image_size=8, num_classes=3, widths=(4, 6), strides=(2, 2), feedback=False
     )
     plain, fed = (
         DynaLayNet(c).eval()
@@ -119,9 +119,17 @@ def test_straight_path_is_the_same_function_whatever_the_loop():
 
 
 def test_feedback_changes_the_loop_and_starts_as_none():
-    base = dict(in_channels=1, image_size=8, num_classes=3, widths=(4, 6), strides=(2, 2))
+    # the shared readout: a residual one starts at zero and would hide what the loop does
+    base = dict(
+        in_channels=1,
+        image_size=8,
+        num_classes=3,
+        widths=(4, 6),
+        strides=(2, 2),
+        loop_readout="shared",
+    )
     torch.manual_seed(0)
-    plain = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1")).eval()
+    plain = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", feedback=False)).eval()
     fed = DynaLayNet(DynaLayConfig(**base, loop_operator="conv1x1", feedback=True)).eval()
     _shared_weights(plain, fed)
     images, actions = torch.randn(6, 1, 8, 8), torch.full((6,), 2)

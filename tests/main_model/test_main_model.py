@@ -22,8 +22,15 @@ from main_model import (
     save_main_model,
 )
 from main_model.checkpoint import FORMAT_VERSION, read_main_model_file
+from main_model.network import THESIS_LOOP
 
-TINY = DynaLayConfig(in_channels=1, image_size=8, num_classes=3, widths=(3, 4, 5), tol=1e-3)
+# The thesis's loop (a contractive 3x3 conv, FFT bound): what these tests of the FPI machinery
+# (contraction, gradients, batching, FLOPs) hand-check; the other loops: test_loop_operators.py.
+TINY = DynaLayConfig(
+    in_channels=1, image_size=8, num_classes=3, widths=(3, 4, 5), tol=1e-3, **THESIS_LOOP
+)
+# Today's default loop (1x1, feedback, residual readout) on the same shapes.
+TINY_DEFAULT = DynaLayConfig(in_channels=1, image_size=8, num_classes=3, widths=(3, 4, 5), tol=1e-3)
 
 
 def make_net(config: DynaLayConfig = TINY, seed: int = 0, weight_scale: float = 1.0) -> DynaLayNet:
@@ -269,9 +276,13 @@ def test_implicit_backward_does_not_store_the_iterations():
 
 
 # ----- grouping by action and FLOPs ---------------------------------------------------------------
-@pytest.mark.parametrize("loop_order", ["input", "output"])
-def test_mixed_action_batch_equals_each_sample_alone(loop_order):
-    net = make_net(DynaLayConfig(**{**TINY.to_dict(), "loop_order": loop_order}), weight_scale=5.0)
+@pytest.mark.parametrize(
+    "config",
+    [TINY, DynaLayConfig(**{**TINY.to_dict(), "loop_order": "output"}), TINY_DEFAULT],
+    ids=["thesis", "output-order", "default"],
+)
+def test_mixed_action_batch_equals_each_sample_alone(config):
+    net = make_net(config, weight_scale=5.0)
     images = images_for(TINY, 8)
     actions = torch.tensor([0, 1, 2, 3, 3, 2, 1, 0])
     with torch.no_grad():
@@ -368,7 +379,13 @@ def test_flops_are_ordered_by_action():
 def test_flops_equal_a_hand_count_on_a_tiny_network():
     # 1x4x4 input, blocks of 2 (stride 1, 4x4) and 3 channels (stride 2, 2x2), 2 classes.
     config = DynaLayConfig(
-        in_channels=1, image_size=4, num_classes=2, widths=(2, 3), max_iter=7, tol=1e-4
+        in_channels=1,
+        image_size=4,
+        num_classes=2,
+        widths=(2, 3),
+        max_iter=7,
+        tol=1e-4,
+        **THESIS_LOOP,
     )
     net = make_net(config, weight_scale=3.0)
     inject_1 = 2 * (1 * 9) * (2 * 4 * 4)  # 576: 2 FLOPs per MAC, 9 MACs per output, 32 outputs
