@@ -113,13 +113,10 @@ def main() -> None:
         "--set", nargs="+", default=[], metavar="FIELD=VALUE", help="other DynaLayConfig fields"
     )
     args = parser.parse_args()
-    extra = {}
-    for item in args.set:
-        field, _, value = item.partition("=")
-        kind = type(getattr(DynaLayConfig(), field, None))
-        if kind not in (bool, int, float, str):
-            parser.error(f"--set {item}: {field!r} is not a DynaLayConfig field of a plain type")
-        extra[field] = value.lower() in ("1", "true", "yes") if kind is bool else kind(value)
+    try:
+        extra = DynaLayConfig.parse_changes(args.set)
+    except ValueError as error:
+        parser.error(f"--set {error}")
     torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
     default = DynaLayConfig()

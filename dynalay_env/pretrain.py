@@ -33,7 +33,7 @@ from dynalay_env.models import (
     cached_model_path,
     model_config_for,
 )
-from main_model import save_main_model
+from main_model import DynaLayConfig, DynaLaySeqConfig, save_main_model
 from main_model.checkpoint import state_digest
 from main_model.distributed import resolve_device
 from main_model.io import write_json_atomic
@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
         default=None,
         help="default: 1 for the first block, 2 after",
     )
+    parser.add_argument(
+        "--set",
+        nargs="+",
+        default=[],
+        metavar="FIELD=VALUE",
+        help="other main-model settings (DynaLayConfig fields), e.g. loop_order=output",
+    )
     parser.add_argument("--batch-size", type=int, default=64)
     parser.add_argument("--lr", type=float, default=1e-2, help="Adam peak learning rate (cosine)")
     parser.add_argument("--recipe", default="dynalay", choices=sorted(RECIPES))
@@ -84,6 +91,10 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     text = args.dataset in TEXT_DATASETS
     try:
+        changes = (DynaLaySeqConfig if text else DynaLayConfig).parse_changes(args.set)
+    except ValueError as error:
+        parser.error(f"--set {error}")
+    try:
         splits = load_splits(
             args.dataset,
             args.data_dir,
@@ -97,11 +108,15 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     spec = splits["train"].spec
     device = resolve_device(args.device)
+    try:
+        config = model_config_for(splits["train"], args.widths, strides=args.strides, **changes)
+    except ValueError as error:
+        parser.error(str(error))
     started = time.perf_counter()
     model, history = train_main_model(
         splits["train"],
         epochs=args.epochs,
-        config=model_config_for(splits["train"], args.widths, strides=args.strides),
+        config=config,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         recipe=args.recipe,

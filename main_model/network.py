@@ -96,6 +96,34 @@ class FPIConfig:
     LEGACY_DEFAULTS: dict[str, Any] = {}
 
     @classmethod
+    def parse_changes(cls, items: Sequence[str]) -> dict[str, Any]:
+        """``["feedback=false", "loop_order=output"]`` as field values (a command line's
+        ``--set FIELD=VALUE``): plain-typed fields only, a clear ValueError otherwise."""
+        plain = {
+            f.name: type(f.default)
+            for f in fields(cls)
+            if type(f.default) in (bool, int, float, str)
+        }
+        changes: dict[str, Any] = {}
+        for item in items:
+            name, equals, value = item.partition("=")
+            if not equals or name not in plain:
+                raise ValueError(
+                    f"{item!r}: expected FIELD=VALUE with FIELD one of {sorted(plain)}"
+                )
+            kind = plain[name]
+            if kind is bool:
+                if value.lower() not in ("true", "false", "1", "0"):
+                    raise ValueError(f"{item!r}: {name} is true or false")
+                changes[name] = value.lower() in ("true", "1")
+            else:
+                try:
+                    changes[name] = kind(value)
+                except ValueError:
+                    raise ValueError(f"{item!r}: {name} must be a {kind.__name__}") from None
+        return changes
+
+    @classmethod
     def from_dict(cls, values: dict) -> Any:
         known = {f.name for f in fields(cls)}
         unknown = sorted(set(values) - known)

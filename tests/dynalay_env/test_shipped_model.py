@@ -9,7 +9,7 @@ from pathlib import Path
 import gymnasium as gym
 import pytest
 import torch
-from conftest import make_splits
+from conftest import make_splits, write_mnist_files
 
 from agents.experiments.demo import demo_config
 from agents.experiments.tradeoff import validate
@@ -142,3 +142,22 @@ def test_the_demo_trains_its_baselines_with_the_settings_the_shipped_model_recor
     assert (config.widths, config.strides) == ((16, 32, 64), (2, 2, 2))
     assert config.models == ("plain", "plain-2x")
     validate(config)  # the shipped model's shape is the baselines' shape
+
+
+def test_pretrain_sets_other_model_fields_and_refuses_bad_ones(tmp_path: Path, capsys):
+    from dynalay_env.pretrain import main as pretrain
+
+    write_mnist_files(tmp_path / "data", n_train=80, n_test=10)
+    output = tmp_path / "last.pt"
+    flags = ["--dataset", "MNIST", "--data-dir", str(tmp_path / "data"), "--widths", "4", "4"]
+    flags += ["--epochs", "1", "--holdout-size", "20", "--device", "cpu", "--output", str(output)]
+    assert pretrain([*flags, "--set", "loop_order=output", "feedback=false"]) == 0
+    model, _ = load_main_model(output)
+    assert (model.config.loop_order, model.config.feedback) == ("output", False)
+    assert list(model.looped_blocks(1)) == [1]  # loop-1 loops the last block
+    with pytest.raises(SystemExit):
+        pretrain([*flags, "--set", "loop_order=middle_out"])
+    assert "loop_order must be one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain([*flags, "--set", "widths=8"])
+    assert "expected FIELD=VALUE with FIELD one of" in capsys.readouterr().err
