@@ -32,7 +32,9 @@ class DynaLayEnv(gym.Env):
     - ``0`` (NOP): answer with the current prediction; the episode ends.
     - ``k`` in ``1..n``: loop blocks 1..k to their fixed points (warm-started from the current
       state), then run blocks k+1..n straight; a new prediction, and the next decision (or,
-      after ``max_steps`` decisions, the answer).
+      after ``max_steps`` decisions, the answer). A main model made with
+      ``loop_order="output"`` (an option of :class:`~main_model.DynaLayConfig`, not the
+      thesis's) loops the k blocks nearest the head instead and re-runs nothing below them.
 
     ## Observation Space
 
