@@ -35,7 +35,7 @@ from agents.files import RunFileError
 from agents.trainer import AlternatingTrainer
 from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
 from dynalay_env.data import SplitOverlapError
-from dynalay_env.mdp import PENALTIES
+from dynalay_env.mdp import PENALTIES, SHAPINGS
 from main_model.divergence import TrainingDiverged
 from main_model.paths import path_name
 from main_model.recipes import RECIPES
@@ -142,6 +142,32 @@ def build_parser() -> argparse.ArgumentParser:
         help="what multiplies beta * cost in a loop's reward: the 'consecutive' count of the "
         "same choice (the thesis's equation) or the chosen 'layer' k (its text)",
     )
+    add(
+        "--shaping",
+        default=DEFAULTS.shaping,
+        choices=SHAPINGS,
+        help="'nop': add the potential-based term alpha * (correct after - correct before) "
+        "to each step (Ng et al. 1999: the optimal policy is unchanged); 'none': the thesis's",
+    )
+    add(
+        "--observe-changes",
+        action="store_true",
+        help="the observation also shows what the last loop changed (prediction changed, top "
+        "probability change, total variation); for --max-steps > 1",
+    )
+    add(
+        "--bc-epochs",
+        type=non_negative_int,
+        default=DEFAULTS.bc_epochs,
+        help="before the first RL phase, fit the policy to the confidence-threshold rule for "
+        "this many epochs on the holdout's observations (0: off)",
+    )
+    add(
+        "--bc-tau",
+        type=non_negative_float,
+        default=DEFAULTS.bc_tau,
+        help="the cloned threshold rule's tau: NOP when the top probability is >= tau",
+    )
     add("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="main-model batch")
     add("--lr", type=float, default=DEFAULTS.learning_rate, help="main-model Adam learning rate")
     add(
@@ -197,6 +223,10 @@ def config_from_args(args: argparse.Namespace) -> TrainConfig:
         gamma_loss=args.gamma_loss,
         max_steps=args.max_steps,
         penalty=args.penalty,
+        shaping=args.shaping,
+        observe_changes=args.observe_changes,
+        bc_epochs=args.bc_epochs,
+        bc_tau=args.bc_tau,
         batch_size=args.batch_size,
         learning_rate=args.lr,
         widths=tuple(args.widths),

@@ -49,6 +49,13 @@ class TrainConfig:
     gamma_loss: float = 0.2  # thesis: L = CE - gamma * R
     max_steps: int = MDPConfig.max_steps  # 1 = the thesis's one-shot choice
     penalty: str = MDPConfig.penalty  # reward's last factor: "consecutive" count or "layer" k
+    shaping: str = MDPConfig.shaping  # "nop": potential-based reward relative to NOP
+    observe_changes: bool = MDPConfig.observe_changes  # observation: what the last loop changed
+    # Behaviour cloning before the first RL phase: the policy's action head is fitted for this
+    # many epochs to the confidence-threshold rule (NOP when the top probability >= bc_tau,
+    # else the holdout's most accurate loop) on the holdout's observations (0: off, as before).
+    bc_epochs: int = 0
+    bc_tau: float = 0.5
     batch_size: int = 64  # thesis
     learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
     widths: tuple[int, ...] = (64, 128, 256)  # thesis
@@ -66,7 +73,14 @@ class TrainConfig:
     @property
     def mdp(self) -> MDPConfig:
         """The run's reward settings as one object (checked: a bad value raises here)."""
-        return MDPConfig(self.alpha, self.beta, self.max_steps, self.penalty)
+        return MDPConfig(
+            self.alpha,
+            self.beta,
+            self.max_steps,
+            self.penalty,
+            shaping=self.shaping,
+            observe_changes=self.observe_changes,
+        )
 
     def to_dict(self) -> dict[str, Any]:
         values = dataclasses.asdict(self)

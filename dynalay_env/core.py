@@ -43,14 +43,15 @@ def answer_accuracy(logits: Tensor, labels: Tensor) -> Tensor:
     return per_sample(logits.argmax(dim=1) == labels)
 
 
-def observation_space(model: DynaLayNet, max_steps: int) -> spaces.Box:
+def observation_space(model: DynaLayNet, max_steps: int, changes: bool = False) -> spaces.Box:
     """The (D,) float32 Box of the observations of ``model``'s states in episodes of at most
-    ``max_steps`` decisions (layout: :func:`~main_model.observation.observation_layout`).
+    ``max_steps`` decisions (layout: :func:`~main_model.observation.observation_layout`, with
+    the ``changes`` values when asked: ``MDPConfig.observe_changes``).
 
     A function of the model and the episode length alone, so that an agent saved beside a main
     model can be read back with this space without building a core over data.
     """
-    layout = observation_layout(model)
+    layout = observation_layout(model, changes)
     size = layout["step_index"].stop
     low = np.zeros(size, dtype=np.float32)
     high = np.full(size, np.inf, dtype=np.float32)
@@ -59,6 +60,9 @@ def observation_space(model: DynaLayNet, max_steps: int) -> spaces.Box:
     high[layout["class_probabilities"]] = 1.0
     high[layout["residuals"]] = RESIDUAL_CLIP
     high[layout["previous_action"]] = 1.0
+    if changes:  # changed (0/1), top probability change in [-1, 1], total variation in [0, 1]
+        low[layout["changes"]] = (0.0, -1.0, 0.0)
+        high[layout["changes"]] = 1.0
     high[layout["consecutive_count"]] = max_steps
     high[layout["step_index"]] = max_steps
     return spaces.Box(low, high, dtype=np.float32)
@@ -133,21 +137,27 @@ class DynaLayCore:
         self.n_actions = model.n_actions
         self.max_step_flops = float(model.max_step_flops())
         self.cursor = 0
-        self.observation_layout = observation_layout(self.model)
+        self.changes = mdp.observe_changes
+        self.observation_layout = observation_layout(self.model, self.changes)
         self.observation_size = self.observation_layout["step_index"].stop
         self.single_observation_space = self._observation_space()
         self.state: NetState | None = None
 
     # ----- observation -------------------------------------------------------------------------
     def _observation_space(self) -> spaces.Box:
-        return observation_space(self.model, self.max_steps)
+        return observation_space(self.model, self.max_steps, self.changes)
 
     def observe(self) -> np.ndarray:
         """(N, D) float32 observations of every slot (a fresh array)."""
         if self.state is None:
             raise RuntimeError("call reset() before observing or stepping the environment")
         features = observation_tensor(
-            self.state, self.previous_action, self.consecutive, self.steps, self.n_actions
+            self.state,
+            self.previous_action,
+            self.consecutive,
+            self.steps,
+            self.n_actions,
+            self.previous_logits if self.changes else None,
         )
         return features.cpu().numpy()
 
@@ -179,7 +189,7 @@ class DynaLayCore:
         state = self._start_episodes(slots, rng, rows)
         if state is None:
             return np.zeros((0, self.observation_size), dtype=np.float32)
-        return first_observation(state, self.n_actions).cpu().numpy()
+        return first_observation(state, self.n_actions, self.changes).cpu().numpy()
 
     @torch.no_grad()
     def _start_episodes(
@@ -214,6 +224,8 @@ class DynaLayCore:
                 self._allocate(output.state.clone())
             self.state.put_rows_(slots_t, output.state)
         self.rows[slots_t] = rows_t
+        if self.changes:  # nothing has changed yet: the answer before = the answer now
+            self.previous_logits[slots_t] = output.state.logits
         self.previous_action[slots_t] = -1
         self.consecutive[slots_t] = 0
         self.steps[slots_t] = 0
@@ -227,6 +239,8 @@ class DynaLayCore:
         """Per-slot buffers, allocated once on the first reset."""
         n, device = self.num_slots, self.device
         self.state = template
+        # The answer's logits before the last decision (the observation's ``changes``).
+        self.previous_logits = template.logits.clone() if self.changes else None
         self.rows = torch.zeros(n, dtype=torch.long, device=device)
         self.previous_action = torch.full((n,), -1, dtype=torch.long, device=device)
         self.consecutive = torch.zeros(n, dtype=torch.long, device=device)
@@ -268,6 +282,13 @@ class DynaLayCore:
             else torch.as_tensor(np.asarray(active, dtype=bool), device=self.device)
         )
         actions_t = torch.where(active_t, actions_t, torch.zeros_like(actions_t))
+        labels = self.split.labels[self.rows]
+        # What the shaped reward's potential and the change features need of the state before.
+        correct_before = (
+            answer_accuracy(self.state.logits, labels) if self.mdp.shaping != "none" else None
+        )
+        if self.changes:
+            self.previous_logits = self.state.logits.clone()
         output = self.model.step(self.state, actions_t, solver=self.solver)
         self.state = output.state
 
@@ -291,7 +312,7 @@ class DynaLayCore:
         self.total_flops += output.flops
         self.iterations += output.iterations
 
-        correct = answer_accuracy(self.state.logits, self.split.labels[self.rows])
+        correct = answer_accuracy(self.state.logits, labels)
         terminated = decision.ended
         truncated = torch.zeros_like(terminated)
         if self.max_episode_steps is not None:
@@ -304,6 +325,7 @@ class DynaLayCore:
             actions=actions_t,
             terminated=terminated,
             correct=correct,
+            correct_before=correct_before,
         )
         return CoreStep(
             reward=rewards.float().cpu().numpy(),

@@ -59,6 +59,12 @@ class DynaLayEnv(gym.Env):
 
     The consecutive count and the step index make the reward Markov in the observation.
 
+    With ``observe_changes=True`` (off by default) three values follow the residuals, before
+    the previous action (which, like everything after it, moves 3 places on): what the last
+    decision changed (:func:`main_model.observation.change_features`): whether the predicted
+    class changed (0/1), the change of the top probability (in [-1, 1]) and the total
+    variation between the two softmaxes (in [0, 1]); all 0 before the first decision.
+
     ## Rewards
 
     :func:`dynalay_env.mdp.reward`, with the settings of an :class:`~dynalay_env.mdp.MDPConfig`:
@@ -92,9 +98,11 @@ class DynaLayEnv(gym.Env):
     - ``dataset``: ``CIFAR10``, ``CIFAR100``, ``FashionMNIST``, ``MNIST`` (images, the CNN) or
       ``IMDB``, ``WikiText2`` (text, the LSTM network; :mod:`dynalay_env.data.text`); set by
       the id.
-    - ``alpha`` (0.5), ``beta`` (0.3), ``max_steps`` (1), ``penalty`` (``"consecutive"``): the
-      reward's settings (## Rewards), checked by :class:`~dynalay_env.mdp.MDPConfig`; or all
-      four as one ``mdp=MDPConfig(...)``.
+    - ``alpha`` (0.5), ``beta`` (0.3), ``max_steps`` (1), ``penalty`` (``"consecutive"``),
+      ``shaping`` (``"none"``; ``"nop"``: potential-based, relative to NOP) and
+      ``observe_changes`` (False; True: three more observation values, what the last loop
+      changed): the episode's settings (## Rewards), checked by
+      :class:`~dynalay_env.mdp.MDPConfig`; or all of them as one ``mdp=MDPConfig(...)``.
     - ``split``: where episodes come from: ``holdout`` (default: agent training; the main
       model never saw it), ``test`` (evaluation) or ``train``.
     - ``checkpoint``: a main-model checkpoint; default: the cached pretrained one, else the
@@ -150,10 +158,18 @@ class DynaLayEnv(gym.Env):
         beta: float | None = None,
         max_steps: int | None = None,
         penalty: str | None = None,
+        shaping: str | None = None,
+        observe_changes: bool | None = None,
         **kwargs: Any,
     ) -> None:
         settings = MDPConfig.from_kwargs(
-            mdp, alpha=alpha, beta=beta, max_steps=max_steps, penalty=penalty
+            mdp,
+            alpha=alpha,
+            beta=beta,
+            max_steps=max_steps,
+            penalty=penalty,
+            shaping=shaping,
+            observe_changes=observe_changes,
         )
         self.core = build_core(1, dataset, mdp=settings, **kwargs)
         self.observation_space = self.core.single_observation_space

@@ -43,12 +43,20 @@ class DynaLayVectorEnv(VectorEnv):
         beta: float | None = None,
         max_steps: int | None = None,
         penalty: str | None = None,
+        shaping: str | None = None,
+        observe_changes: bool | None = None,
         **kwargs: Any,
     ) -> None:
         self.autoreset_mode = AutoresetMode(autoreset_mode)
         self.metadata = {**self.metadata, "autoreset_mode": self.autoreset_mode}
         settings = MDPConfig.from_kwargs(
-            mdp, alpha=alpha, beta=beta, max_steps=max_steps, penalty=penalty
+            mdp,
+            alpha=alpha,
+            beta=beta,
+            max_steps=max_steps,
+            penalty=penalty,
+            shaping=shaping,
+            observe_changes=observe_changes,
         )
         self.core = build_core(
             num_envs, dataset, mdp=settings, max_episode_steps=max_episode_steps, **kwargs
