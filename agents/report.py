@@ -26,13 +26,16 @@ POLICY_KINDS = {
     "loop-all with ": "loop-all",
     "random": "random",
     "threshold ": "threshold",
+    "cascade ": "cascade",
     "oracle": "oracle",
+    "router ": "router",  # agents.router: the full-information router, one row per beta
 }
 
 
 def policy_kind(name: str) -> str:
     """The kind of the policy called ``name``: ``static``, ``loop-all`` (a DEQ solver on every
-    block), ``random``, ``threshold``, ``oracle`` or ``agent``."""
+    block), ``random``, ``threshold``, ``cascade`` (``max_steps > 1``), ``oracle`` or
+    ``agent``."""
     return next((k for prefix, k in POLICY_KINDS.items() if name.startswith(prefix)), "agent")
 
 
@@ -136,7 +139,9 @@ def plot_pareto(results: Sequence[PolicyResult], path: Path) -> Path:
         "loop-all": ("D", "tab:purple", "loop-all with"),
         "random": ("x", "black", "random"),
         "oracle": ("*", "tab:green", "oracle"),
+        "cascade": ("v", "tab:orange", "confidence cascade"),
         "agent": ("P", "tab:red", "agent"),
+        "router": ("^", "tab:brown", "router (full information)"),
     }
     seen: set[str] = set()
     for r in results:

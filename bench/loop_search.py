@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from agents.experiments.common import paired_interval
 from dynalay_env.data import load_splits
 from dynalay_env.models import model_config_for
 from main_model import DynaLayNet
@@ -206,13 +207,6 @@ def print_result(result: dict, split: str) -> None:
             + " ".join(f"{t['tau']}:{t['accuracy']:.2%}@{t['flops']:.2f}x" for t in h["threshold"]),
             flush=True,
         )
-
-
-def paired_interval(differences: np.ndarray, draws: int = 2000, seed: int = 0) -> tuple:
-    """Mean of per-image differences and its 95% bootstrap interval (resampling images)."""
-    rng = np.random.default_rng(seed)
-    means = differences[rng.integers(0, len(differences), (draws, len(differences)))].mean(1)
-    return float(differences.mean()), *np.percentile(means, [2.5, 97.5]).tolist()
 
 
 def report(out: Path) -> None:

@@ -50,6 +50,24 @@ def mean_std(values: Sequence[float], count: bool = False) -> dict[str, float]:
     return stats
 
 
+def paired_interval(
+    differences: np.ndarray, draws: int = 2000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float, float]:
+    """Mean of (N,) per-image paired differences and its ``level`` percentile-bootstrap
+    interval: ``draws`` resamplings of the N images with replacement (seeded), the mean of
+    each; returns ``(mean, low, high)``. Constant differences give a zero-width interval."""
+    differences = np.asarray(differences, dtype=np.float64)
+    if differences.ndim != 1 or len(differences) == 0:
+        raise ValueError(
+            f"paired differences must be a non-empty (N,) array, got {differences.shape}"
+        )
+    rng = np.random.default_rng(seed)
+    means = differences[rng.integers(0, len(differences), (draws, len(differences)))].mean(1)
+    tail = 100 * (1 - level) / 2
+    low, high = np.percentile(means, [tail, 100 - tail]).tolist()
+    return float(differences.mean()), float(low), float(high)
+
+
 def say(study: str, message: str) -> None:
     """A study's progress line on stderr (``table: ...``, ``reproduce: ...``)."""
     print(f"{study}: {message}", file=sys.stderr, flush=True)

@@ -1,7 +1,9 @@
 """``run_rl.py demo`` (``make demo``): the point of DynaLay in minutes. PPO agents on the
 Fashion-MNIST model shipped with the package, side by side with plain CNNs (1x and 2x FLOPs)
-trained here with exactly the settings the shipped model records, loop-all and the confidence
-threshold; a table (:mod:`agents.experiments.tradeoff`) with one seed.
+trained here with exactly the settings the shipped model records, loop-all, the confidence
+threshold and the full-information router (what the agents could learn from their observation);
+the agents' paired differences from the threshold and the 2x plain CNN with their intervals; a
+table (:mod:`agents.experiments.tradeoff`) with one seed.
 
     python run_rl.py demo [--betas 0.03 0.1 0.3] [--total-timesteps 50000] [--out runs/demo]
 """
@@ -91,7 +93,7 @@ def demo_report(summary: dict[str, Any]) -> str:
     loop_all = max(loops, key=lambda name: int(name.rsplit("-", 1)[1]))
     shown = [n for n, r in rows.items() if r["kind"] == "separately trained"]
     shown += ["DynaLay static NOP (plain CNN)", loop_all]
-    shown += [n for n, r in rows.items() if r["kind"] in ("threshold", "agent")]
+    shown += [n for n, r in rows.items() if r["kind"] in ("threshold", "router", "agent")]
     lines = [
         f"{'':44s} {'test acc':>9s} {'FLOPs':>7s} {'ms/image':>9s}",
     ]
@@ -111,6 +113,17 @@ def demo_report(summary: dict[str, Any]) -> str:
             lines.append(
                 f"{name}: {gain:+.2f} points over the plain CNN at "
                 f"{row['relative_flops']['mean']:.2f}x its FLOPs -> at least as accurate: {verdict}"
+            )
+    for comparison in summary.get("significance", []):
+        if comparison["policy"].startswith("DynaLay agent"):
+            cells = comparison["per_seed"]
+            intervals = ", ".join(
+                f"{100 * c['mean']:+.2f} [{100 * c['low']:+.2f}, {100 * c['high']:+.2f}]"
+                for c in cells
+            )
+            lines.append(
+                f"{comparison['policy']} minus {comparison['rival']}: {intervals} points "
+                f"(95% paired bootstrap CI) -> {comparison['verdict']}"
             )
     return "\n".join(lines)
 

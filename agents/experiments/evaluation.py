@@ -1,6 +1,10 @@
 """``run_rl.py eval RUN_DIR``: a finished run's agent against every baseline on the test split,
 with ``results.md``, ``results.json`` and the plots written into the run directory.
 
+The baselines include the full-information router (:mod:`agents.router`), one row per cost
+weight just before the agent's, fitted on the run's holdout with the run's seed; its
+cross-fitted holdout numbers are in ``results.json`` under ``router_holdout_cross_fit``.
+
     python run_rl.py eval RUN_DIR [--eval-size N] [--taus T ...] [--device D]
 """
 
@@ -23,6 +27,7 @@ from agents.report import (
     reward_curve_from_events,
     write_results,
 )
+from agents.router import ROUTER_BETAS, router_results
 from dynalay_env.build import sequential_core
 from dynalay_env.data import load_splits
 from dynalay_env.registry import TEXT_ENV_IDS, dataset_of
@@ -84,7 +89,24 @@ def evaluate_run(
         )
     }
     results = evaluate_all(core, agent, episodes, list(taus), threshold_loop, progress=progress)
-    extra = {"run_dir": str(run_dir), "env": config.env, "split": "test", "episodes": episodes}
+    holdout = load_splits(
+        dataset_of(config.env),
+        config.data_dir,
+        config.holdout_size,
+        config.data_seed,
+        config.download,
+    )["holdout"].to(resolved)
+    routers, cross_fit, _ = router_results(
+        core.model, holdout, core, episodes, config.mdp.alpha, ROUTER_BETAS, config.seed, progress
+    )
+    results[-1:-1] = routers  # before the agent, which stays last
+    extra = {
+        "run_dir": str(run_dir),
+        "env": config.env,
+        "split": "test",
+        "episodes": episodes,
+        "router_holdout_cross_fit": cross_fit,
+    }
     write_results(run_dir, results, f"DynaLay on {config.env}: agent vs baselines", extra)
     plot_pareto(results, run_dir / "pareto.png")
     oracle = next(r for r in results if policy_kind(r.name) == "oracle")

@@ -14,13 +14,19 @@ Per seed, with the same training images, epochs, batch size and schedule for eve
   backward (the thesis's "DEQ with solvers");
 - ``dynalay``: the main model trained with the DynaLay recipe; then one PPO agent per beta on
   it (main model frozen), and on the test split: its static paths, the confidence-threshold
-  curve (its loop path chosen on the holdout), a random policy, the oracle and the agents.
+  curve (its loop path chosen on the holdout), a random policy, the oracle, the agents and the
+  full-information router (:mod:`agents.router`, one row per cost weight, fitted on the
+  holdout: how much there is to learn from the agents' observation).
 
 Every model reports test accuracy, FLOPs per sample, wall time per training epoch and the share
 of it spent in ``backward()`` (the thesis's "Backward Pass Time"). Everything is written to
 ``out/seed<s>/`` as it finishes (a rerun skips what exists, so an interrupted table resumes);
 ``out/tradeoff.md``, ``out/tradeoff.json`` and ``out/tradeoff.png`` aggregate the seeds (mean and
-sample standard deviation) and state each target of the issue as met or missed.
+sample standard deviation), state each target of the issue as met or missed, and say which
+differences of the agents and the router from the threshold curve and the 2x-wider plain CNN
+are significant (paired bootstrap intervals on the same test images, per seed:
+:mod:`agents.experiments.significance`, which also keeps ``router.json``, ``router.pt`` and
+``per_image.npz`` per seed, each made when missing, so a finished seed gains them on a rerun).
 
 ``models`` picks the separately trained baselines; ``dynalay_checkpoint`` uses a trained DynaLay
 model instead of training one (``run_rl.py demo``: the model shipped with the package, against
@@ -69,6 +75,14 @@ from .cli import (
 )
 from .common import experiment_splits, mean_std, say
 from .evaluation import DEFAULT_TAUS
+from .significance import (
+    PER_IMAGE_FILE,
+    add_columns,
+    paired_comparisons,
+    save_per_image,
+    seed_extras,
+    significance_markdown,
+)
 
 #: The reward every policy of the table is evaluated under (the thesis's: alpha 0.5, beta 0.3).
 TABLE_MDP = MDPConfig()
@@ -220,6 +234,9 @@ def evaluate_seed(config: TableConfig, seed: int, splits, out_dir: Path, device)
     for beta, result in zip(config.betas, results[-len(config.betas) :], strict=True):
         result.parameter = beta
     payload = [r.to_json() for r in results]
+    columns: dict[str, np.ndarray] = {}
+    add_columns(columns, results)  # for the paired differences (per_image.npz)
+    save_per_image(out_dir / PER_IMAGE_FILE, columns)
     write_json_atomic(payload, result_file)
     return payload
 
@@ -289,9 +306,14 @@ def run_table(config: TableConfig) -> dict[str, Any]:
             name: train_model(name, config, seed, splits, seed_dir, device)
             for name in (*config.models, "dynalay")
         }
+        policies = evaluate_seed(config, seed, splits, seed_dir, device)
+        extras = seed_extras(
+            seed, config.betas, config.models, splits, seed_dir, device, policies, TABLE_MDP
+        )
         per_seed[seed] = {
             "models": models,
-            "policies": evaluate_seed(config, seed, splits, seed_dir, device),
+            "policies": [*policies, *extras["router"]["policies"]],
+            "per_image": extras["per_image"],
         }
     summary = aggregate(config, per_seed)
     write_json_atomic(summary, out / "tradeoff.json")
@@ -392,6 +414,7 @@ def aggregate(config: TableConfig, per_seed: dict[int, dict[str, Any]]) -> dict[
         "config": {**dataclasses.asdict(config), "seeds": seeds},
         "rows": rows,
         "targets": targets(rows),
+        "significance": paired_comparisons(per_seed),
     }
 
 
@@ -491,6 +514,7 @@ def tradeoff_markdown(summary: dict[str, Any]) -> str:
     for target in summary["targets"]:
         verdict = "met" if target["met"] else "**missed**"
         lines.append(f"| {target['target']} | {target['measured']} | {verdict} |")
+    lines += significance_markdown(summary.get("significance", []))
     lines += [
         "",
         f"Seeds {config['seeds']}; mean ± standard deviation over seeds. {config['epochs']} "
@@ -519,6 +543,7 @@ def plot_tradeoff(summary: dict[str, Any], path: Path) -> Path:
         "random": ("x", "black"),
         "oracle": ("*", "tab:green"),
         "agent": ("P", "tab:red"),
+        "router": ("^", "tab:brown"),
     }
     curve = sorted(
         (r["relative_flops"]["mean"], r["accuracy"]["mean"], r["accuracy"]["std"])
