@@ -51,11 +51,14 @@ def algo_hyperparams(algo: str, env_id: str, conf: str | None = None) -> dict[st
     return {**per_algo.get("default", {}), **per_algo.get(env_id, {})}
 
 
-def spaces_for(model: Any, max_steps: int) -> tuple[spaces.Box, spaces.Discrete]:
+def spaces_for(
+    model: Any, max_steps: int, changes: bool = False
+) -> tuple[spaces.Box, spaces.Discrete]:
     """The observation and action spaces of an agent acting on ``model`` in episodes of at most
-    ``max_steps`` decisions: those of the env over it
+    ``max_steps`` decisions (``changes``: with the observation's change values, a run's
+    ``observe_changes``): those of the env over it
     (:func:`dynalay_env.core.observation_space`)."""
-    return observation_space(model, max_steps), spaces.Discrete(model.n_actions)
+    return observation_space(model, max_steps, changes), spaces.Discrete(model.n_actions)
 
 
 def load_agent(
@@ -111,7 +114,7 @@ def load_saved_agent(
     refuse_pickles(folder)
     if model is None:
         model, _ = load_main_model(folder / MODEL_FILE)
-    observations, actions = spaces_for(model, config.max_steps)
+    observations, actions = spaces_for(model, config.max_steps, config.observe_changes)
     agent = load_agent(
         folder / AGENT_FILE,
         config.algo,

@@ -151,6 +151,7 @@ def classifier_from_run(run_dir: Path) -> AdaptiveClassifier:
         pixel_std=spec.std,
         class_names=class_names_of(dataset),
         metadata=metadata,
+        observe_changes=config.observe_changes,
     )
 
 

@@ -2,8 +2,9 @@
 
 Baselines: static paths (always NOP = the plain CNN, always loop-k), the DEQ baseline (loop all
 blocks with TorchDEQ's Anderson solver), a uniformly random policy, the confidence-threshold
-early-exit policy (loop when the max class probability is below tau) over a sweep of tau, and
-the oracle (per sample, the cheapest path that is correct: an upper bound nobody can deploy).
+early-exit policy (loop when the max class probability is below tau) over a sweep of tau, for
+``max_steps > 1`` the confidence cascade (loop again while it is below tau), and the oracle
+(per sample, the cheapest path that is correct: an upper bound nobody can deploy).
 
 Every policy runs on a fresh sequential core over the same split, so all of them see the same
 samples in the same order; the computation is grouped by action (real savings, not masking),
@@ -158,6 +159,22 @@ def threshold_policy(layout: dict[str, slice], tau: float, loop_action: int) -> 
     return choose
 
 
+def cascade_policy(layout: dict[str, slice], tau: float, loop_action: int) -> Policy:
+    """Per-step confidence cascade: loop again while the max class probability is below tau.
+
+    Every decision looks at the current answer (up to ``max_steps`` of them; the env forces the
+    answer at the last): the rival of an agent that introspects between loops. With
+    ``max_steps=1`` it is :func:`threshold_policy`.
+    """
+    probabilities = layout["class_probabilities"]
+
+    def choose(observations: np.ndarray) -> np.ndarray:
+        confident = observations[:, probabilities].max(axis=1) >= tau
+        return np.where(confident, 0, loop_action).astype(np.int64)
+
+    return choose
+
+
 def oracle_result(static_results: list[PolicyResult]) -> PolicyResult:
     """Per sample the cheapest static path that is correct (NOP where none is; for a language
     model's windows, the cheapest of the most accurate paths): an upper bound.
@@ -253,6 +270,10 @@ def evaluate_all(
     for tau in taus:
         policy = threshold_policy(base.observation_layout, tau, threshold_loop)
         run(f"threshold tau={tau:g} (loop-{threshold_loop})", policy, parameter=tau)
+    if base.max_steps > 1:  # with one decision the cascade is the threshold rule
+        for tau in taus:
+            policy = cascade_policy(base.observation_layout, tau, threshold_loop)
+            run(f"cascade tau={tau:g} (loop-{threshold_loop})", policy, parameter=tau)
     results.append(oracle_result(statics))
     for name, policy in agent_policies.items():
         run(name, policy)
@@ -261,19 +282,26 @@ def evaluate_all(
 
 @torch.no_grad()
 def first_decision_metrics(
-    model: FPINetwork, policy: Policy, split, size: int, batch_size: int = 500
+    model: FPINetwork,
+    policy: Policy,
+    split,
+    size: int,
+    batch_size: int = 500,
+    changes: bool = False,
 ) -> dict[str, float]:
     """Accuracy and mean cross-entropy of ``policy``'s first decision on the first ``size``
     samples of ``split`` (``model`` left in eval mode): the straight pass, the observation the
     env shows, one action per sample, its answer. Per sample: right or wrong, or a language
     model's share of positions right (and its mean token loss), as the env's reward and the
-    training statistics count them."""
+    training statistics count them. ``changes``: the observation has the change values
+    (``MDPConfig.observe_changes``), all 0 at a first decision."""
     model.eval()
     correct, loss, seen = 0.0, 0.0, 0
     for images, labels in iterate_batches(split, batch_size):
         images, labels = images[: size - seen], labels[: size - seen]
         straight = model.straight(images)
-        observations = first_observation(straight.state, model.n_actions).cpu().numpy()
+        observations = first_observation(straight.state, model.n_actions, changes)
+        observations = observations.cpu().numpy()
         actions = torch.as_tensor(policy(observations), device=images.device).long()
         logits = model.step(straight.state, actions).state.logits
         correct += float(per_sample(logits.argmax(dim=1) == labels).sum())

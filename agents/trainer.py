@@ -56,6 +56,7 @@ from torch.utils.tensorboard import SummaryWriter
 
 import main_model.distributed as distributed
 from agents.algorithms import ALGORITHMS, algo_hyperparams, load_agent
+from agents.behaviour_cloning import clone_threshold_rule
 from agents.callbacks import DynaLayMetricsCallback
 from agents.config import CONFIG_FILE, TrainConfig, check_run_config, write_run_config
 from agents.evaluate import PolicyResult, first_decision_metrics, run_policy
@@ -366,6 +367,8 @@ class AlternatingTrainer:
             return  # rank 0 learns alone; the others wait for its files in _save_phase
         if self.agent is None:
             self.agent = self._new_agent()
+            if self.config.bc_epochs > 0:
+                self._behaviour_clone()
         self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes on a fresh env
         self.agent.set_random_seed(self.phase_seed)  # also its env's samples and its action space
         metrics = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
@@ -379,6 +382,18 @@ class AlternatingTrainer:
         self.state["last_rl_reward"] = float(np.mean(rewards)) if rewards else 0.0
         self.state["agent_model_digest"] = state_digest(self.model)
 
+    def _behaviour_clone(self) -> None:
+        """Fit the new agent's action head to the threshold rule on the holdout before PPO
+        starts (:func:`agents.behaviour_cloning.clone_threshold_rule`)."""
+        config = self.config
+        stats = None if self.obs_normalizer is None else self.obs_normalizer.obs_rms.update
+        cloned = clone_threshold_rule(
+            self.agent.policy, self.model, self.splits["holdout"], config.mdp, config.bc_tau,
+            config.bc_epochs, seed=self.phase_seed, normalize=self.normalized, update_stats=stats,
+        )  # fmt: skip
+        self.state["bc_agreement"] = cloned["agreement"]
+        log.info("behaviour cloning of the threshold rule: %s", cloned)
+
     def _agent_actions(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
         """The agent's first decision on each image, with uniform exploration mixed in.
 
@@ -388,7 +403,8 @@ class AlternatingTrainer:
         self.model.eval()
         state = self.model.straight(images).state
         self.model.train()
-        observations = first_observation(state, self.model.n_actions).cpu().numpy()
+        changes = self.config.observe_changes
+        observations = first_observation(state, self.model.n_actions, changes).cpu().numpy()
         if not np.isfinite(observations).all():  # finite weights can still overflow
             raise TrainingDiverged(
                 "the agent's observations of the batch are not finite: the main model's "
@@ -479,7 +495,9 @@ class AlternatingTrainer:
         def policy(observations: np.ndarray) -> np.ndarray:
             return self.agent.predict(self.normalized(observations), deterministic=True)[0]
 
-        metrics = first_decision_metrics(self.model, policy, self.splits["test"], size)
+        metrics = first_decision_metrics(
+            self.model, policy, self.splits["test"], size, changes=self.config.observe_changes
+        )
         self.model.train()
         return metrics
 

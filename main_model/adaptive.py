@@ -21,6 +21,8 @@ reads the file back. File format (``torch.save`` of plain values and CPU tensors
     pixel_mean/std    per-channel normalisation of [0, 1] pixels (the dataset's), or None
     class_names       list of K names, or None
     metadata          JSON-like: algo, env, alpha, beta, penalty, source run, digests
+    observe_changes   True when the observation has the change values (only then written;
+                      a file without it: False, the observation every older agent saw)
 """
 
 from __future__ import annotations
@@ -169,6 +171,8 @@ class AdaptiveClassifier(nn.Module):
         pixel_std: Sequence[float] | None = None,
         class_names: Sequence[str] | None = None,
         metadata: dict[str, Any] | None = None,
+        *,
+        observe_changes: bool = False,
     ) -> None:
         super().__init__()
         if max_steps < 1:
@@ -178,7 +182,8 @@ class AdaptiveClassifier(nn.Module):
         self.normalizer = normalizer
         self.max_steps = int(max_steps)
         config = model.config
-        observation_size = observation_layout(model)["step_index"].stop
+        self.observe_changes = bool(observe_changes)
+        observation_size = observation_layout(model, self.observe_changes)["step_index"].stop
         problems = []
         if policy.in_features != observation_size:
             problems.append(
@@ -235,11 +240,21 @@ class AdaptiveClassifier(nn.Module):
         steps = torch.zeros(batch, dtype=torch.long, device=device)
         active = torch.ones(batch, dtype=torch.bool, device=device)
         taken = torch.full((batch, self.max_steps), -1, dtype=torch.long, device=device)
+        # The answer before the last decision (the change values; none yet: the same answer).
+        before = state.logits
         for step in range(self.max_steps):
-            observations = observation_tensor(state, previous, consecutive, steps, model.n_actions)
+            observations = observation_tensor(
+                state,
+                previous,
+                consecutive,
+                steps,
+                model.n_actions,
+                before if self.observe_changes else None,
+            )
             if self.normalizer is not None:
                 observations = self.normalizer(observations)
             actions = torch.where(active, self.policy.act(observations), 0)
+            before = state.logits
             output = model.step(state, actions)
             state, flops = output.state, flops + output.flops
             taken[:, step] = torch.where(active, actions, -1)
@@ -285,6 +300,8 @@ class AdaptiveClassifier(nn.Module):
             "pixel_std": None if self.pixel_std is None else list(self.pixel_std),
             "class_names": self.class_names,
             "metadata": self.metadata,
+            # Only when on: the files of agents without it stay as they were.
+            **({"observe_changes": True} if self.observe_changes else {}),
         }
 
     def save(self, path: str | os.PathLike) -> Path:
@@ -335,6 +352,7 @@ class AdaptiveClassifier(nn.Module):
                 payload.get("pixel_std"),
                 payload.get("class_names"),
                 payload.get("metadata"),
+                observe_changes=payload.get("observe_changes", False),
             )
         except CheckpointError:
             raise
