@@ -161,7 +161,7 @@ def seed_extras(
     return {"router": router, "per_image": columns}
 
 
-def _threshold_mixture(
+def threshold_mixture(
     columns: dict[str, np.ndarray], policies: list[dict], flops: float
 ) -> tuple[np.ndarray, str]:
     """(N,) per-image correctness of the threshold curve at mean FLOPs ``flops`` (module
@@ -199,7 +199,7 @@ def paired_comparisons(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, An
                 columns, policies = per_seed[seed]["per_image"], per_seed[seed]["policies"]
                 row = next(p for p in policies if p["name"] == name)
                 if rival == "threshold":
-                    other, how = _threshold_mixture(columns, policies, row["relative_flops"])
+                    other, how = threshold_mixture(columns, policies, row["relative_flops"])
                 else:
                     other, how = columns[rival], rival
                 mean, low, high = paired_interval(columns[column_name(name)] - other, seed=seed)

@@ -380,6 +380,8 @@ def test_eval_command_writes_tables_and_plots(tiny_data, tmp_path, capsys):
     assert {"random", "oracle"} <= set(names)
     assert "loop-all with anderson" in names
     assert sum(n.startswith("threshold tau=") for n in names) == 2
+    assert [n for n in names if n.startswith("router beta=")] == names[-6:-1]  # 5, before the agent
+    assert results["router_holdout_cross_fit"]["folds"] == 5
     assert names[-1].startswith("agent (ppo")
     table = (run_dir / "results.md").read_text().splitlines()
     rows = [line for line in table if line.startswith("| ") and "---" not in line]
