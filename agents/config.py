@@ -51,7 +51,7 @@ class TrainConfig:
     penalty: str = MDPConfig.penalty  # reward's last factor: "consecutive" count or "layer" k
     shaping: str = MDPConfig.shaping  # "nop": potential-based reward relative to NOP
     observe_changes: bool = MDPConfig.observe_changes  # observation: what the last loop changed
-    # Behaviour cloning before the first RL phase: the policy's action head is fitted for this
+    # Behaviour cloning when the agent is made: the policy's action head is fitted for this
     # many epochs to the confidence-threshold rule (NOP when the top probability >= bc_tau,
     # else the holdout's most accurate loop) on the holdout's observations (0: off, as before).
     bc_epochs: int = 0

@@ -352,7 +352,8 @@ class AlternatingTrainer:
         writer.close()
 
     def _new_agent(self) -> BaseAlgorithm:
-        """An untrained agent (the run's seed) on a fresh env over the holdout."""
+        """An untrained agent (the run's seed) on a fresh env over the holdout; with
+        ``bc_epochs`` its action head is first fitted to the threshold rule."""
         kwargs = dict(self.algo_kwargs)
         kwargs.pop("normalize", None)
         policy = kwargs.pop("policy", "MlpPolicy")
@@ -360,6 +361,8 @@ class AlternatingTrainer:
             policy, self._make_env(), seed=self.config.seed, device=self.device, **kwargs
         )
         agent.set_logger(self._tensorboard_logger())
+        if self.config.bc_epochs > 0:  # a warm start, before its first phase
+            self._behaviour_clone(agent)
         return agent
 
     def _rl_phase(self) -> None:
@@ -367,8 +370,6 @@ class AlternatingTrainer:
             return  # rank 0 learns alone; the others wait for its files in _save_phase
         if self.agent is None:
             self.agent = self._new_agent()
-            if self.config.bc_epochs > 0:
-                self._behaviour_clone()
         self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes on a fresh env
         self.agent.set_random_seed(self.phase_seed)  # also its env's samples and its action space
         metrics = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
@@ -382,13 +383,13 @@ class AlternatingTrainer:
         self.state["last_rl_reward"] = float(np.mean(rewards)) if rewards else 0.0
         self.state["agent_model_digest"] = state_digest(self.model)
 
-    def _behaviour_clone(self) -> None:
-        """Fit the new agent's action head to the threshold rule on the holdout before PPO
-        starts (:func:`agents.behaviour_cloning.clone_threshold_rule`)."""
+    def _behaviour_clone(self, agent: BaseAlgorithm) -> None:
+        """Fit a new agent's action head to the threshold rule on the holdout before its first
+        phase (:func:`agents.behaviour_cloning.clone_threshold_rule`)."""
         config = self.config
         stats = None if self.obs_normalizer is None else self.obs_normalizer.obs_rms.update
         cloned = clone_threshold_rule(
-            self.agent.policy, self.model, self.splits["holdout"], config.mdp, config.bc_tau,
+            agent.policy, self.model, self.splits["holdout"], config.mdp, config.bc_tau,
             config.bc_epochs, seed=self.phase_seed, normalize=self.normalized, update_stats=stats,
         )  # fmt: skip
         self.state["bc_agreement"] = cloned["agreement"]
