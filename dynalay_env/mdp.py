@@ -1,7 +1,7 @@
 """The reward of the DynaLay MDP and its settings, in one place.
 
-:class:`MDPConfig` holds the four settings (``alpha``, ``beta``, ``max_steps``, ``penalty``),
-their defaults (the thesis's) and their checks; :func:`reward` is the one function that turns a
+:class:`MDPConfig` holds the settings (``alpha``, ``beta``, ``max_steps``, ``penalty``,
+``shaping``, and ``observe_changes``, which is the observation's), their defaults (the thesis's) and their checks; :func:`reward` is the one function that turns a
 decision into a reward. The core (:class:`~dynalay_env.core.DynaLayCore`) calls it on every
 step; nothing else computes a reward.
 
@@ -22,7 +22,9 @@ optimal policy, are unchanged, while each step now pays what it changed: NOP 0, 
 are at most ``max_steps`` long, so the undiscounted return is finite); for ``max_steps=1``
 there is one step and the discount never enters. An agent that discounts (PPO's gamma < 1)
 over ``max_steps > 1`` sees the shaped return approximately, not exactly, policy-invariant
-(Ng et al.'s theorem wants the same gamma in F), an error of order (1 - gamma) * alpha.
+(Ng et al.'s theorem wants the same gamma in F): the discounted sum of F is -Phi(s_0) plus
+(1 - gamma) * sum_{t>=1} gamma^(t-1) * Phi(s_t), at most (1 - gamma) * alpha * (max_steps - 1).
+An episode cut by ``max_episode_steps`` (truncated, not terminated) keeps its Phi(s_T).
 
 A new reward option is a field of :class:`MDPConfig` (with its check) and its use in
 :func:`reward`; the envs, ``build_core`` and the trainer pass the config object on unchanged
