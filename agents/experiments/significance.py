@@ -73,7 +73,7 @@ def load_per_image(path: Path) -> dict[str, np.ndarray]:
 def save_per_image(path: Path, columns: dict[str, np.ndarray]) -> None:
     def write(tmp: str) -> None:
         with Path(tmp).open("wb") as file:  # a file object: savez would add ".npz" to a name
-            np.savez(file, **columns)
+            np.savez_compressed(file, **columns)
 
     atomic_write(path, write)
 
