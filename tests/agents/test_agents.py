@@ -563,7 +563,9 @@ def test_table_on_a_given_dynalay_model_trains_only_the_chosen_baselines(tiny_da
     flags = [*base, "--models", "plain", "--dynalay-checkpoint", str(trained)]
     assert run_rl.main([*flags, "--out", str(tmp_path / "given")]) == 0
     seed_dir = tmp_path / "given" / "seed0"
-    assert sorted(p.name for p in seed_dir.glob("*.pt")) == ["dynalay.pt", "plain.pt"]
+    # the models trained: the given one and the chosen baseline; router.pt is the evaluation's
+    # full-information router (fitted on the holdout), not a main model
+    assert sorted(p.name for p in seed_dir.glob("*.pt")) == ["dynalay.pt", "plain.pt", "router.pt"]
     given, _ = load_main_model(trained)
     used, _ = load_main_model(seed_dir / "dynalay.pt")
     assert state_digest(used) == state_digest(given)
