@@ -94,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
         changes = (DynaLaySeqConfig if text else DynaLayConfig).parse_changes(args.set)
     except ValueError as error:
         parser.error(f"--set {error}")
+    # what the data fixes (shapes, classes, vocabulary) comes from the dataset, not from --set
+    fixed = {"in_channels", "image_size", "num_classes", "vocab_size", "seq_len", "task"}
+    if fixed & set(changes):
+        parser.error(f"--set: {sorted(fixed & set(changes))} come from the dataset, not --set")
     try:
         splits = load_splits(
             args.dataset,

@@ -161,3 +161,6 @@ def test_pretrain_sets_other_model_fields_and_refuses_bad_ones(tmp_path: Path, c
     with pytest.raises(SystemExit):
         pretrain([*flags, "--set", "widths=8"])
     assert "expected FIELD=VALUE with FIELD one of" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        pretrain([*flags, "--set", "num_classes=3"])
+    assert "come from the dataset" in capsys.readouterr().err
