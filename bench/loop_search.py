@@ -7,7 +7,9 @@ What produced the loop tables of docs/results.md ("Loops worth their FLOPs"), e.
     python bench/loop_search.py --report --out runs/loops      # the table over seeds
 
 A variant is a base loop operator with ``+option`` suffixes (``+feedback``, ``+jfb``,
-``+phantom``, ``+hard``, ``+unsure``, ``+rank8``, ``+last``: :func:`variant_settings`), or a separately
+``+phantom``, ``+hard``, ``+unsure``, ``+rank8``, ``+last``, ``+distill``: :func:`variant_settings`;
+``+distill`` distils the loop paths from the same seed's ``plain-2x`` in ``--out``, so list
+``plain-2x`` before it), or a separately
 trained baseline: ``plain`` (the same network trained on its straight path only) and
 ``plain-2x`` (widths x1.41, about 2x the FLOPs). Every variant trains on the same
 ``--train-size`` images of real Fashion-MNIST (``--dataset CorruptedFashionMNIST``: the same
@@ -38,10 +40,10 @@ from agents.experiments.common import paired_interval
 from dynalay_env.data import load_splits
 from dynalay_env.models import model_config_for
 from main_model import DynaLayNet
-from main_model.checkpoint import save_main_model
+from main_model.checkpoint import load_main_model, save_main_model
 from main_model.io import write_json_atomic
 from main_model.recipes import get_recipe
-from main_model.train import train_main_model
+from main_model.train import straight_logits_of, train_main_model
 
 #: ``+option`` suffixes: DynaLayConfig fields or recipe fields they set.
 OPTIONS = {
@@ -78,6 +80,8 @@ def variant_settings(variant: str) -> tuple[dict, dict]:
             config.update(OPTIONS[option])
         elif option in ("hard", "unsure"):  # the loop loss weighted toward hard samples
             recipe["loop_weighting"] = option
+        elif option == "distill":  # the loops learn half from plain-2x's soft labels, T = 4
+            recipe.update(distill_weight=0.5, distill_temperature=4.0)
         elif option.startswith("rank"):
             config["loop_rank"] = int(option[4:])
         else:
@@ -165,6 +169,15 @@ def train_variant(variant: str, splits: dict, args: argparse.Namespace, seed: in
         overrides, recipe_overrides = variant_settings(variant)
         recipe = dataclasses.replace(get_recipe("dynalay"), **recipe_overrides)
     config = model_config_for(splits["train"], widths, strides=tuple(args.strides), **overrides)
+    teacher = None
+    if recipe.distill_weight > 0:
+        teacher_path = args.out / f"plain-2x_s{seed}.pt"
+        if not teacher_path.exists():
+            raise SystemExit(
+                f"{variant} distils from {teacher_path}, which is not there: list plain-2x "
+                "before it in --variants (same --out and seed)"
+            )
+        teacher = straight_logits_of(load_main_model(teacher_path)[0])
     started = time.perf_counter()
     model, history = train_main_model(
         splits["train"],
@@ -174,6 +187,7 @@ def train_variant(variant: str, splits: dict, args: argparse.Namespace, seed: in
         recipe=recipe,
         seed=seed,
         progress=False,
+        teacher=teacher,
     )
     seconds = time.perf_counter() - started
     return model, {

@@ -48,6 +48,13 @@ class Recipe:
         loop_weighting: how each sample's loop loss is weighted (:data:`LOOP_WEIGHTINGS`,
             :func:`main_model.train.sample_losses`): ``uniform``, or toward the samples the
             straight pass gets wrong (``hard``) or is unsure of (``unsure``).
+        distill_weight: the share, in [0, 1], of each loop path's loss that is distillation
+            from a teacher (KL to its softened class probabilities) instead of cross-entropy
+            to the label; the straight path always learns the labels alone. 0 (the default)
+            trains without a teacher; above 0 training needs one (``teacher=`` of
+            :func:`main_model.train.fit`).
+        distill_temperature: the softening temperature T of that KL (scaled by T^2, as in
+            Hinton et al. 2015, so its gradient does not shrink with T).
     """
 
     name: str
@@ -57,6 +64,8 @@ class Recipe:
     solver: str = "fpi"
     description: str = ""
     loop_weighting: str = "uniform"
+    distill_weight: float = 0.0
+    distill_temperature: float = 4.0
 
     def __post_init__(self) -> None:
         if self.loop_weighting not in LOOP_WEIGHTINGS:
@@ -65,6 +74,15 @@ class Recipe:
             )
         if self.loop_weighting != "uniform" and not self.train_straight:
             raise ValueError("a loop weighting needs train_straight (it reads the straight pass)")
+        if not 0.0 <= self.distill_weight <= 1.0:
+            raise ValueError(f"distill_weight must be in [0, 1], got {self.distill_weight}")
+        if self.distill_temperature <= 0:
+            raise ValueError(f"distill_temperature must be > 0, got {self.distill_temperature}")
+        if self.distill_weight > 0 and not self.train_straight:
+            raise ValueError(
+                "distillation needs train_straight (the straight path learns the labels, the "
+                "loop paths the teacher)"
+            )
 
 
 RECIPES: dict[str, Recipe] = {

@@ -42,6 +42,9 @@ OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
     "adamw": torch.optim.AdamW,
     "adam": torch.optim.Adam,
 }
+#: A distillation teacher: model inputs (B, ...) -> logits (B, K, ...), called without gradient
+#: (e.g. a separately trained wider plain CNN, :func:`straight_logits_of`).
+Teacher = Callable[[Tensor], Tensor]
 #: Batches timed, after a first warm-up batch, before a training run's duration is estimated.
 _TIMED_BATCHES = 1
 
@@ -158,6 +161,9 @@ def sample_losses(
     *,
     train_straight: bool,
     loop_weighting: str = "uniform",
+    teacher_logits: Tensor | None = None,
+    distill_weight: float = 0.0,
+    distill_temperature: float = 4.0,
 ) -> tuple[Tensor, Tensor]:
     """THE LOSS of a training step, per sample: ``(sample_losses, path_losses)``, both (B,).
 
@@ -172,15 +178,48 @@ def sample_losses(
     what the straight pass lacks instead of a copy of it: ``hard`` by 1 - p_straight(label),
     ``unsure`` by 1 - max p_straight (the samples a confidence policy sends to a loop), both
     detached and scaled to mean 1 over the batch's loop samples; ``uniform`` weighs all alike.
+
+    ``teacher_logits`` (same shape as ``logits``, with ``distill_weight`` w > 0 and
+    ``train_straight``): a loop path's loss becomes (1 - w) CE(label) + w T^2 KL(teacher_T ||
+    loop_T) at temperature T, so the loop learns what a stronger model knows beyond the label
+    while the straight path keeps learning the labels; the weighting above applies to both
+    terms. ``path_losses`` stays the cross-entropy (what the statistics report).
     """
     path_losses = per_sample(F.cross_entropy(logits, labels, reduction="none"))
+    if distill_weight > 0 and (teacher_logits is None or not train_straight):
+        raise ValueError("distill_weight > 0 needs teacher_logits and train_straight")
     if train_straight:
         straight_losses = per_sample(F.cross_entropy(straight_logits, labels, reduction="none"))
         looped = (actions != 0).to(path_losses.dtype)
         if loop_weighting != "uniform":
             looped = looped * _loop_weights(straight_logits, labels, loop_weighting, looped)
-        return straight_losses + path_losses * looped, path_losses
+        loop_losses = path_losses
+        if distill_weight > 0:
+            loop_losses = (1.0 - distill_weight) * path_losses + distill_weight * _distillation(
+                logits, teacher_logits, distill_temperature
+            )
+        return straight_losses + loop_losses * looped, path_losses
     return path_losses, path_losses
+
+
+def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
+    """(B,) T^2 KL(softmax(teacher / T) || softmax(logits / T)), the class dimension being 1."""
+    student = F.log_softmax(logits / temperature, dim=1)
+    teacher = F.log_softmax(teacher_logits.detach() / temperature, dim=1)
+    kl = F.kl_div(student, teacher, reduction="none", log_target=True).sum(dim=1)
+    return per_sample(kl) * temperature**2
+
+
+def straight_logits_of(model: DynaLayNet) -> Teacher:
+    """A :data:`Teacher` from a trained main model: its straight pass's logits, in eval mode
+    and without gradient (a plain CNN baseline is a main model trained on that path only)."""
+    model.eval().requires_grad_(False)
+
+    def logits(images: Tensor) -> Tensor:
+        with torch.no_grad():
+            return model.straight(images).state.logits
+
+    return logits
 
 
 def _loop_weights(
@@ -211,13 +250,17 @@ def train_epoch(
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     forward: nn.Module | None = None,
     loop_weighting: str = "uniform",
+    teacher: Teacher | None = None,
+    distill_weight: float = 0.0,
+    distill_temperature: float = 4.0,
 ) -> EpochStats:
     """One pass over ``batches`` of (images (B, C, H, W), labels (B,)); cross-entropy loss.
 
     Each sample runs the straight pass then its chosen action; gradients through looped
     blocks are implicit (see :class:`main_model.fpi.FPIBlock`). The loss is
-    :func:`sample_losses` (``train_straight``, ``loop_weighting``: see there; under torchrun
-    a weighting's mean is taken over each rank's share). ``scheduler`` steps after
+    :func:`sample_losses` (``train_straight``, ``loop_weighting``, distillation from
+    ``teacher``'s logits of the same images: see there; under torchrun a weighting's mean is
+    taken over each rank's share). ``scheduler`` steps after
     every optimiser step. ``on_batch(loss)`` is called after every step (progress bars).
     ``forward``: :func:`training_forward` of ``model``, built once by the caller (default: one
     built here). After every optimiser step the loss and the model's weights and statistics
@@ -261,6 +304,9 @@ def train_epoch(
             actions,
             train_straight=train_straight,
             loop_weighting=loop_weighting,
+            teacher_logits=None if teacher is None else teacher(images),
+            distill_weight=distill_weight,
+            distill_temperature=distill_temperature,
         )
         # One process: the mean, as always. Several: this rank's sum scaled by N / global rows,
         # which DDP's mean over the N ranks turns into the global batch's mean.
@@ -305,6 +351,7 @@ def fit(
     optimizer: str = "adamw",
     choose_actions: ActionChooser | None = None,
     solver: str | None = None,
+    teacher: Teacher | None = None,
 ) -> list[EpochStats]:
     """Train ``model`` with ``recipe`` (Adam(W)); returns one :class:`EpochStats` per epoch.
 
@@ -319,6 +366,8 @@ def fit(
         choose_actions: who chooses each sample's path (default: the recipe's draws; the
             trainer passes its agent's choices); the recipe still sets the loss.
         solver: how loops run (default: the recipe's).
+        teacher: the loop paths' distillation teacher, needed when the recipe's
+            ``distill_weight`` > 0 (:func:`straight_logits_of` makes one of a plain CNN).
 
     Raises :class:`TrainingDiverged` (with its epoch) as soon as a step is not finite.
     """
@@ -329,6 +378,12 @@ def fit(
     if optimizer not in OPTIMIZERS:
         raise ValueError(f"optimizer must be one of {sorted(OPTIMIZERS)}, got {optimizer!r}")
     recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    if recipe.distill_weight > 0 and teacher is None:
+        raise ValueError(
+            f"recipe {recipe.name!r} distils its loops (distill_weight "
+            f"{recipe.distill_weight}) but no teacher was given: pass teacher= (e.g. "
+            "straight_logits_of(a trained wider plain CNN))"
+        )
     optimizer_ = OPTIMIZERS[optimizer](
         model.parameters(), lr=learning_rate, weight_decay=weight_decay
     )
@@ -357,6 +412,9 @@ def fit(
                 scheduler=scheduler,
                 forward=forward,
                 loop_weighting=recipe.loop_weighting,
+                teacher=teacher if recipe.distill_weight > 0 else None,
+                distill_weight=recipe.distill_weight,
+                distill_temperature=recipe.distill_temperature,
             )
         except TrainingDiverged as error:
             error.epoch = epoch
@@ -417,9 +475,12 @@ def train_main_model(
     device: torch.device | str = "cpu",
     progress: bool = True,
     time_limit_s: float | None = None,
+    teacher: Teacher | None = None,
 ) -> tuple[DynaLayNet, list[EpochStats]]:
     """Train a main model of ``config`` from scratch on ``train_split`` with ``recipe`` (see
     :mod:`main_model.recipes`; ``plain`` gives the plain-CNN baseline), Adam with cosine decay.
+
+    ``teacher``: the loops' distillation teacher when ``recipe`` distils (see :func:`fit`).
 
     ``time_limit_s``: after the first few batches the whole run's duration is estimated (and
     printed when ``progress``); over this limit, :class:`PretrainTooLongError` is raised then.
@@ -484,6 +545,7 @@ def train_main_model(
             learning_rate=learning_rate,
             seed=seed,
             on_batch=advance,
+            teacher=teacher,
         )
     model.provenance = {
         **train_split.training_provenance(),

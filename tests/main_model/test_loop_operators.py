@@ -278,3 +278,107 @@ def test_loop_weighting_against_hand_computed_losses():
         Recipe("x", 1, None, True, loop_weighting="focal")
     with pytest.raises(ValueError, match="needs train_straight"):
         Recipe("x", 1, None, False, loop_weighting="hard")
+
+
+def test_distillation_against_hand_computed_losses():
+    """A loop's loss = (1 - w) CE(label) + w T^2 KL(teacher_T || loop_T); the straight path
+    and NOP samples learn the labels alone, and path_losses stays the cross-entropy."""
+    from main_model.recipes import Recipe
+    from main_model.train import sample_losses
+
+    straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]))
+    loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    teacher = torch.log(torch.tensor([[0.7, 0.3], [0.9, 0.1], [0.2, 0.8]]))
+    labels = torch.tensor([0, 0, 1])
+    actions = torch.tensor([1, 2, 0])
+    weight, temperature = 0.25, 2.0
+
+    def softened(p: torch.Tensor) -> torch.Tensor:  # softmax(log p / T) = p^(1/T) normalised
+        q = p ** (1 / temperature)
+        return q / q.sum(1, keepdim=True)
+
+    p_teacher = softened(torch.tensor([[0.7, 0.3], [0.9, 0.1], [0.2, 0.8]]))
+    p_loop = softened(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    kl = (p_teacher * (p_teacher / p_loop).log()).sum(1) * temperature**2
+    ce_straight = -torch.log(torch.tensor([0.9, 0.4, 0.5]))
+    ce_loop = -torch.log(torch.tensor([0.8, 0.3, 0.4]))
+    losses, path_losses = sample_losses(
+        straight,
+        loop,
+        labels,
+        actions,
+        train_straight=True,
+        teacher_logits=teacher,
+        distill_weight=weight,
+        distill_temperature=temperature,
+    )
+    looped = torch.tensor([1.0, 1.0, 0.0])
+    torch.testing.assert_close(
+        losses, ce_straight + ((1 - weight) * ce_loop + weight * kl) * looped
+    )
+    torch.testing.assert_close(path_losses, ce_loop)
+    # a teacher that agrees with the loop leaves only the weighted cross-entropy
+    same, _ = sample_losses(
+        straight,
+        loop,
+        labels,
+        actions,
+        train_straight=True,
+        teacher_logits=loop,
+        distill_weight=weight,
+        distill_temperature=temperature,
+    )
+    torch.testing.assert_close(same, ce_straight + (1 - weight) * ce_loop * looped)
+    with pytest.raises(ValueError, match="needs teacher_logits"):
+        sample_losses(straight, loop, labels, actions, train_straight=True, distill_weight=0.5)
+    with pytest.raises(ValueError, match=r"distill_weight must be in \[0, 1\]"):
+        Recipe("x", 1, None, True, distill_weight=1.5)
+    with pytest.raises(ValueError, match="distillation needs train_straight"):
+        Recipe("x", 1, None, False, distill_weight=0.5)
+
+
+def test_distilling_recipe_needs_a_teacher_and_trains_the_loop_toward_it():
+    """fit refuses a distilling recipe without a teacher; with one, the teacher's logits reach
+    the loss (a loop trained only toward a teacher that always says class 1 ends up saying 1)."""
+    import dataclasses
+
+    from main_model.recipes import get_recipe
+    from main_model.train import fit
+
+    torch.manual_seed(0)
+    net = DynaLayNet(
+        DynaLayConfig(
+            in_channels=1,
+            image_size=8,
+            num_classes=3,
+            widths=(4, 4),
+            strides=(2, 2),
+            loop_operator="conv1x1",
+            loop_readout="residual",
+        )
+    )
+    recipe = dataclasses.replace(
+        get_recipe("dynalay"), distill_weight=1.0, loop_weighting="uniform"
+    )
+    images, labels = torch.randn(32, 1, 8, 8), torch.zeros(32, dtype=torch.long)
+    batches = lambda epoch: [(images, labels)]  # noqa: E731
+    with pytest.raises(ValueError, match="no teacher was given"):
+        fit(net, batches, epochs=1, batches_per_epoch=1, recipe=recipe)
+
+    def says_one(x: torch.Tensor) -> torch.Tensor:
+        return torch.tensor([[0.0, 8.0, 0.0]]).expand(x.shape[0], 3)
+
+    fit(
+        net,
+        batches,
+        epochs=30,
+        batches_per_epoch=1,
+        recipe=recipe,
+        learning_rate=5e-2,
+        teacher=says_one,
+    )
+    with torch.no_grad():
+        out = net.straight(images)
+        looped = net.step(out.state, torch.full((32,), 1)).state.logits
+    assert (out.state.logits.argmax(1) == 0).all()  # the straight path learned the labels
+    assert (looped.argmax(1) == 1).float().mean() > 0.9  # the loop learned the teacher
