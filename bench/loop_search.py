@@ -329,7 +329,8 @@ def main() -> None:
             if args.test:
                 paths = read_paths(model, splits["test"], loops)
                 # the threshold's loop is the one chosen on the holdout, never on test
-                result["test"] = summarise(paths, result["holdout"]["threshold"][0]["loop"])
+                chosen = result["holdout"]["threshold"]  # empty for a plain baseline
+                result["test"] = summarise(paths, chosen[0]["loop"] if chosen else None)
                 np.savez_compressed(
                     args.out / f"{variant}_s{seed}_test.npz",
                     **{key: value.numpy() for key, value in paths.items()},
