@@ -1,6 +1,7 @@
 """Deploy a trained run: one file with the main model and the agent, and a command to use it.
 
     python run_rl.py export RUN_DIR --output dynalay.pt     # main model + agent, one file
+    python run_rl.py export SEED_DIR --router-beta 0.01     # a table's router instead
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...]   # label, confidence, action, FLOPs
 
 The SB3 side lives here: :func:`classifier_from_run` takes the run's final main model, agent
@@ -32,6 +33,7 @@ from agents.algorithms import load_saved_agent
 from agents.config import load_run_config
 from agents.files import MODEL_FILE, RunFileError, final_checkpoints
 from agents.normalization import NormalizerState
+from agents.router import SavedRouter, router_classifier
 from dynalay_env.data import get_spec
 from dynalay_env.registry import dataset_of
 from main_model import CheckpointError, DynaLayNet, load_main_model
@@ -155,6 +157,55 @@ def classifier_from_run(run_dir: Path) -> AdaptiveClassifier:
     )
 
 
+#: What a table's seed directory holds for :func:`classifier_from_router` (``run_rl.py table``).
+TABLE_MODEL, TABLE_ROUTER, TABLE_CONFIG = "dynalay.pt", "router.pt", "table_config.json"
+
+
+def classifier_from_router(
+    seed_dir: Path, beta: float, dataset: str | None = None
+) -> AdaptiveClassifier:
+    """A ``run_rl.py table`` seed directory's DynaLay model and full-information router (its
+    fit on the holdout, :mod:`agents.router`) at cost weight ``beta`` as one classifier.
+
+    ``dataset``: the images' dataset (pixel normalisation, class names); by default the env of
+    the table's ``table_config.json`` in the directory above ``seed_dir``.
+    """
+    seed_dir = Path(seed_dir)
+    for name in (TABLE_MODEL, TABLE_ROUTER):
+        if not (seed_dir / name).is_file():
+            raise FileNotFoundError(
+                f"{seed_dir / name} is missing: --router-beta exports from a 'run_rl.py table' "
+                f"seed directory (e.g. docs/results/tradeoff/seed0), which holds {TABLE_MODEL} "
+                f"and {TABLE_ROUTER}"
+            )
+    if dataset is None:
+        table_config = seed_dir.parent / TABLE_CONFIG
+        if not table_config.is_file():
+            raise FileNotFoundError(
+                f"{table_config} is missing, so the dataset is unknown: pass --dataset"
+            )
+        dataset = dataset_of(json.loads(table_config.read_text())["env"])
+    spec = get_spec(dataset)
+    model, _ = load_main_model(seed_dir / TABLE_MODEL)
+    router = SavedRouter.load(seed_dir / TABLE_ROUTER)
+    metadata = {
+        "dataset": dataset,
+        "run_dir": str(seed_dir),
+        "main_model_digest": state_digest(model),
+    }
+    return router_classifier(
+        model,
+        router.fit,
+        router.alpha,
+        beta,
+        router.cost,
+        pixel_mean=spec.mean,
+        pixel_std=spec.std,
+        class_names=class_names_of(dataset),
+        metadata=metadata,
+    )
+
+
 # ----- images ---------------------------------------------------------------------------------
 class ImageError(ValueError):
     """An image file is missing or unreadable; the message names it."""
@@ -203,10 +254,40 @@ def export_main(argv: list[str]) -> int:
         "Stable-Baselines3: AdaptiveClassifier.load(FILE), or 'run_rl.py predict FILE IMAGE'.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    parser.add_argument("run_dir", help="a finished run directory")
+    parser.add_argument("run_dir", help="a finished run directory (or, with --router-beta, a "
+                        "'run_rl.py table' seed directory)")  # fmt: skip
     parser.add_argument("--output", default="dynalay.pt", help="the file to write")
+    parser.add_argument(
+        "--router-beta",
+        type=float,
+        default=None,
+        help="export the table's full-information router at this cost weight instead of an "
+        "agent (RUN_DIR: a table's seed directory, with dynalay.pt and router.pt)",
+    )
+    parser.add_argument(
+        "--dataset",
+        default=None,
+        help="with --router-beta: the dataset (default: the env of ../table_config.json)",
+    )
     args = parser.parse_args(argv)
     run_dir = Path(args.run_dir)
+    if args.router_beta is not None:
+        if args.router_beta < 0:
+            parser.error(f"--router-beta must be >= 0, got {args.router_beta}")
+        try:
+            classifier = classifier_from_router(run_dir, args.router_beta, args.dataset)
+        except (FileNotFoundError, CheckpointError, KeyError, ValueError) as error:
+            print(f"run_rl.py export: {error}", file=sys.stderr)
+            return 2
+        path = classifier.save(args.output)
+        print(
+            f"wrote {path} ({path.stat().st_size / 1024:.0f} KB): main model "
+            f"{'/'.join(map(str, classifier.model.config.widths))} on "
+            f"{classifier.metadata['dataset']}, full-information router (alpha "
+            f"{classifier.metadata['alpha']:g}, beta {args.router_beta:g}, one decision per "
+            f"image) from {run_dir}"
+        )
+        return 0
     if not (run_dir / "config.yaml").is_file():
         parser.error(f"{run_dir / 'config.yaml'} is missing; is {run_dir} a run directory?")
     try:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -34,6 +35,8 @@ from torch import Tensor, nn
 from agents.evaluate import Policy, PolicyResult, fresh_core, run_policy
 from dynalay_env.core import DynaLayCore
 from main_model.adaptive import AdaptiveClassifier, ObservationNormalizer, PolicyNetwork
+from main_model.checkpoint import CheckpointError, read_payload
+from main_model.io import atomic_save
 from main_model.network import FPINetwork
 from main_model.observation import first_observation, observation_layout
 from main_model.paths import per_sample
@@ -143,6 +146,40 @@ class RouterFit:
             [list(spec) for spec in payload["layers"]],
             dict(payload["state_dict"]),
         )
+
+
+@dataclass
+class SavedRouter:
+    """A router as ``run_rl.py table`` keeps it beside its main model (``router.pt``): the fit
+    on the whole holdout, each path's normalised cost (A,) and the MDP's alpha. Plain tensors:
+    read with ``weights_only``, no code from the file runs."""
+
+    fit: RouterFit
+    cost: Tensor
+    alpha: float
+
+    def save(self, path: str | Path) -> Path:
+        payload = {**self.fit.payload(), "cost": self.cost, "alpha": self.alpha}
+        return atomic_save(payload, path)
+
+    @classmethod
+    def load(cls, path: str | Path) -> SavedRouter:
+        """Raises :class:`~main_model.CheckpointError` naming ``path`` when it is not one."""
+        payload = read_payload(
+            path, "a saved DynaLay router", "it is written by 'run_rl.py table' (router.pt)"
+        )
+        keys = ("normalization", "layers", "state_dict", "cost", "alpha")
+        if not isinstance(payload, dict) or any(key not in payload for key in keys):
+            raise CheckpointError(
+                f"{path} is not a saved DynaLay router (it lacks {', '.join(keys)}); it is "
+                "written by 'run_rl.py table' (router.pt)"
+            )
+        cost = torch.as_tensor(payload["cost"], dtype=torch.float64)
+        return cls(RouterFit.from_payload(payload), cost, float(payload["alpha"]))
+
+    def network(self, beta: float) -> PolicyNetwork:
+        """The router at cost weight ``beta`` (:func:`router_network`)."""
+        return router_network(self.fit, self.alpha, beta, self.cost)
 
 
 def fit_router(observations: Tensor, correct: Tensor, seed: int) -> RouterFit:

@@ -36,16 +36,15 @@ from agents.evaluate import PolicyResult, fresh_core, run_policy, threshold_poli
 from agents.report import policy_kind
 from agents.router import (
     ROUTER_BETAS,
-    RouterFit,
+    SavedRouter,
     path_outcomes,
-    router_network,
     router_policy,
     router_results,
 )
 from dynalay_env.build import sequential_core
 from dynalay_env.mdp import MDPConfig
 from main_model import load_main_model
-from main_model.io import atomic_save, atomic_write, write_json_atomic
+from main_model.io import atomic_write, write_json_atomic
 
 from .common import mean_std, paired_interval, say
 
@@ -119,7 +118,7 @@ def seed_extras(
             progress=lambda message: say("table", f"seed {seed}: {message}"),
         )  # fmt: skip
         cost = torch.as_tensor(holdout["cost"], dtype=torch.float64)
-        atomic_save({**fit.payload(), "cost": cost, "alpha": mdp.alpha}, out_dir / ROUTER_MODEL)
+        SavedRouter(fit, cost, mdp.alpha).save(out_dir / ROUTER_MODEL)
         payload = {"policies": [r.to_json() for r in results], "holdout_cross_fit": holdout}
         write_json_atomic(payload, router_file)
         computed += results
@@ -131,8 +130,7 @@ def seed_extras(
     if missing:
         say("table", f"seed {seed}: per-image outcomes of {len(missing)} policies on test")
         agents = {f"agent beta={b:g}": out_dir / f"agent_beta_{b:g}" for b in betas}
-        saved = torch.load(out_dir / ROUTER_MODEL, weights_only=True)
-        fit = RouterFit.from_payload(saved)
+        saved = SavedRouter.load(out_dir / ROUTER_MODEL)
         rows = {p["name"]: p for p in [*policies, *router["policies"]]}
         for name in missing:
             kind, parameter = policy_kind(name), rows[name].get("parameter")
@@ -140,8 +138,7 @@ def seed_extras(
                 loop = int(re.search(r"\(loop-(\d+)\)", name).group(1))
                 policy = threshold_policy(core.observation_layout, parameter, loop)
             elif kind == "router":
-                network = router_network(fit, saved["alpha"], parameter, saved["cost"])
-                policy = router_policy(network, fit.normalizer, model)
+                policy = router_policy(saved.network(parameter), saved.fit.normalizer, model)
             else:
                 policy = load_agent_policy(agents[name], "ppo", device)
             result = run_policy(fresh_core(core), policy, episodes, name)

@@ -83,3 +83,43 @@ def test_the_exported_router_loads_weights_only_and_acts_like_the_one_in_memory(
     labels = splits["test"].labels.numpy()
     right = (answer.logits.argmax(1).numpy() == labels).astype(float)
     np.testing.assert_array_equal(right, result.records["correct"][order].astype(float))
+
+
+def test_run_rl_export_writes_a_table_seed_dirs_router_that_acts_as_saved(fitted, tmp_path, capsys):
+    """``run_rl.py export SEED_DIR --router-beta B``: the file loads weights-only, its choices
+    equal the saved router's argmax at that beta, and a seed directory without router.pt is
+    refused with the project's message (exit 2)."""
+    import json
+
+    from agents.deploy import export_main
+    from agents.router import SavedRouter
+    from main_model.checkpoint import save_main_model
+
+    model, splits, _, _, _, holdout, fit = fitted
+    seed_dir = tmp_path / "table" / "seed0"
+    seed_dir.mkdir(parents=True)
+    save_main_model(model, seed_dir / "dynalay.pt")
+    cost = torch.as_tensor(holdout["cost"], dtype=torch.float64)
+    SavedRouter(fit, cost, 0.5).save(seed_dir / "router.pt")
+    (seed_dir.parent / "table_config.json").write_text(json.dumps({"env": "DynaLay-MNIST-v0"}))
+    beta = 0.05
+    assert export_main([str(seed_dir), "--router-beta", str(beta), "--output",
+                        str(tmp_path / "r.pt")]) == 0  # fmt: skip
+    loaded = AdaptiveClassifier.load(tmp_path / "r.pt")
+    assert loaded.metadata["algo"] == "router" and loaded.metadata["beta"] == beta
+    assert loaded.metadata["dataset"] == "MNIST"
+    saved = SavedRouter.load(seed_dir / "router.pt")
+    observations = path_outcomes(model, splits["test"]).observations
+    stated = saved.alpha * saved.fit.probabilities(observations) - beta * cost.float()
+    with torch.no_grad():
+        answer = loaded(splits["test"].normalized(slice(None)))
+    np.testing.assert_array_equal(answer.actions[:, 0].numpy(), stated.argmax(1).numpy())
+
+    (seed_dir / "router.pt").unlink()
+    code = export_main([str(seed_dir), "--router-beta", "0.01", "--output",
+                        str(tmp_path / "x.pt")])  # fmt: skip
+    assert code == 2 and not (tmp_path / "x.pt").exists()
+    assert "router.pt is missing" in capsys.readouterr().err
+    (seed_dir / "router.pt").write_bytes(b"not a torch file")
+    assert export_main([str(seed_dir), "--router-beta", "0.01"]) == 2
+    assert "is not a saved DynaLay router" in capsys.readouterr().err
