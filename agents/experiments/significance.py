@@ -158,16 +158,19 @@ def seed_extras(
     return {"router": router, "per_image": columns}
 
 
-def threshold_mixture(
-    columns: dict[str, np.ndarray], policies: list[dict], flops: float
+def curve_mixture(
+    columns: dict[str, np.ndarray], policies: list[dict], flops: float, kind: str = "threshold"
 ) -> tuple[np.ndarray, str]:
-    """(N,) per-image correctness of the threshold curve at mean FLOPs ``flops`` (module
-    docstring), and how it was read."""
+    """(N,) per-image correctness of the curve through the ``policies`` rows of ``kind``
+    (``threshold``, ``router``, ``cascade``: :func:`agents.report.policy_kind`) at mean FLOPs
+    ``flops`` (module docstring), and how it was read."""
     points = sorted(
         (p["relative_flops"], column_name(p["name"]))
         for p in policies
-        if policy_kind(p["name"]) == "threshold"
+        if policy_kind(p["name"]) == kind
     )
+    if not points:
+        raise ValueError(f"no {kind} rows to compare with")
     xs = [x for x, _ in points]
     if flops <= xs[0]:
         return columns[points[0][1]], f"left of the curve: {points[0][1]}"
@@ -196,7 +199,7 @@ def paired_comparisons(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, An
                 columns, policies = per_seed[seed]["per_image"], per_seed[seed]["policies"]
                 row = next(p for p in policies if p["name"] == name)
                 if rival == "threshold":
-                    other, how = threshold_mixture(columns, policies, row["relative_flops"])
+                    other, how = curve_mixture(columns, policies, row["relative_flops"])
                 else:
                     other, how = columns[rival], rival
                 mean, low, high = paired_interval(columns[column_name(name)] - other, seed=seed)

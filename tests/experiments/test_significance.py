@@ -16,8 +16,8 @@ from agents.experiments.demo import demo_report
 from agents.experiments.significance import (
     PER_IMAGE_FILE,
     ROUTER_FILE,
+    curve_mixture,
     paired_comparisons,
-    threshold_mixture,
 )
 
 
@@ -54,12 +54,12 @@ def test_the_threshold_curve_at_a_policys_flops_is_the_per_image_mixture():
         _policy("threshold tau=0.5 (loop-3)", 1.0),
         _policy("threshold tau=0.9 (loop-2)", 2.0),
     ]
-    mixed, how = threshold_mixture(columns, policies, 1.25)
+    mixed, how = curve_mixture(columns, policies, 1.25)
     np.testing.assert_allclose(mixed, [1.0, 0.25, 1.0, 0.25])  # 0.75 of tau=0.5, 0.25 of 0.9
     assert how == "threshold tau=0.5 / threshold tau=0.9 mixture"
-    left, how = threshold_mixture(columns, policies, 0.5)
+    left, how = curve_mixture(columns, policies, 0.5)
     assert how.startswith("left of the curve") and left is columns["threshold tau=0.5"]
-    right, how = threshold_mixture(columns, policies, 3.0)
+    right, how = curve_mixture(columns, policies, 3.0)
     assert how.startswith("right of the curve") and right is columns["threshold tau=0.9"]
 
 
