@@ -11,10 +11,11 @@
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...] [--json]   # classify image files
     python run_rl.py convert RUN_DIR --trust-pickles  # an old run directory: pickles to JSON
 
-The logic lives in :mod:`agents.trainer`; this file parses flags, checks them, and prints the
-summary. Bad flags exit with code 2 and a message that says what to change; a run that diverges
-(a non-finite loss, weight or observation) exits with code 3 and a message naming the phase, the
-step and what to try, its last verified phase intact for ``--resume``.
+The logic lives in :mod:`agents.trainer`; the training flags are the fields of
+:class:`agents.config.TrainConfig` (:mod:`agents.cli`); this file parses and checks them, and
+prints the summary. Bad flags exit with code 2 and a message that says what to change; a run
+that diverges (a non-finite loss, weight or observation) exits with code 3 and a message naming
+the phase, the step and what to try, its last verified phase intact for ``--resume``.
 """
 
 from __future__ import annotations
@@ -28,26 +29,22 @@ from collections.abc import Callable
 from pathlib import Path
 
 import main_model.distributed as distributed
-from agents.algorithms import ALGORITHMS, HYPERPARAMS_FILE
-from agents.config import RunConfigMismatch, TrainConfig, load_run_config
-from agents.experiments.cli import non_negative_float, non_negative_int, positive_int
+from agents.cli import add_config_flags, config_from_flags, given_flags, non_negative_float
+from agents.config import TRAINABLE_ENV_IDS, RunConfigMismatch, TrainConfig, load_run_config
 from agents.files import RunFileError
 from agents.trainer import AlternatingTrainer
-from dynalay_env import ENV_IDS, TEXT_ENV_IDS, DataNotFoundError
+from dynalay_env import DataNotFoundError
 from dynalay_env.data import SplitOverlapError
-from dynalay_env.mdp import PENALTIES, SHAPINGS
 from main_model.divergence import TrainingDiverged
 from main_model.paths import path_name
-from main_model.recipes import RECIPES
 
-DEFAULTS = TrainConfig()
 #: The exit code of a run stopped by TrainingDiverged (2: bad flags or missing data).
 DIVERGED = 3
-#: What train and sweep accept: the image ids and the text ids (the table's baselines are CNNs).
-TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
 
 
 def build_parser() -> argparse.ArgumentParser:
+    """The training flags: one per :class:`TrainConfig` field (its help is the field's), and
+    ``--resume``."""
     parser = argparse.ArgumentParser(
         prog="run_rl.py",
         description="Train a DynaLay agent: pre-train the main model, then alternate RL "
@@ -61,206 +58,21 @@ def build_parser() -> argparse.ArgumentParser:
         "from before DynaLay stopped unpickling); each has its own --help.",
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
-    add = parser.add_argument
-    add("--algo", default=DEFAULTS.algo, choices=sorted(ALGORITHMS), help="SB3 algorithm")
-    add("--env", default=DEFAULTS.env, help=f"env id, one of {TRAINABLE_ENV_IDS}")
-    add("--seed", type=int, default=DEFAULTS.seed, help="seed of the model and the agent")
-    add(
-        "--data-seed",
-        type=int,
-        default=DEFAULTS.data_seed,
-        help="seed of the holdout (and --train-size subset) carved out of the training set",
+    add_config_flags(parser, TrainConfig)
+    parser.add_argument(
+        "--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run"
     )
-    add(
-        "--recipe",
-        default=DEFAULTS.recipe,
-        choices=sorted(RECIPES),
-        help="main-model training recipe (main_model/train.py)",
-    )
-    add("--device", default=DEFAULTS.device, help="auto (GPU when there is one), cpu, cuda")
-    add("--num-envs", type=positive_int, default=DEFAULTS.num_envs, help="batched env slots")
-    add(
-        "--total-timesteps",
-        type=positive_int,
-        default=DEFAULTS.total_timesteps,
-        help="env steps per RL phase",
-    )
-    add("--rounds", type=positive_int, default=DEFAULTS.rounds, help="RL+supervised rounds")
-    add(
-        "--pretrain-epochs",
-        type=non_negative_int,
-        default=DEFAULTS.pretrain_epochs,
-        help="warm-up epochs on all paths (thesis: 20; 0: the rounds start from an untrained "
-        "main model)",
-    )
-    add(
-        "--no-agent-pretrain",
-        dest="agent_pretrain",
-        action="store_false",
-        help="each round trains the main model first, so round 1 follows an untrained agent "
-        "(default: the agent learns on the warmed-up model first; thesis Sec. 4.0.5)",
-    )
-    add(
-        "--track-test",
-        type=non_negative_int,
-        default=DEFAULTS.track_test,
-        help="after every supervised epoch, log the test accuracy and loss of the agent's paths "
-        "on this many test images to TensorBoard (0: off)",
-    )
-    add(
-        "--supervised-epochs",
-        type=non_negative_int,
-        default=DEFAULTS.supervised_epochs,
-        help="epochs per supervised phase (0: RL phases only, main model frozen)",
-    )
-    add(
-        "--exploration",
-        type=non_negative_float,
-        default=DEFAULTS.exploration,
-        help="share of random paths in supervised phases",
-    )
-    add(
-        "--alpha", type=non_negative_float, default=DEFAULTS.alpha, help="reward per correct answer"
-    )
-    add("--beta", type=non_negative_float, default=DEFAULTS.beta, help="compute penalty weight")
-    add(
-        "--gamma-loss",
-        type=non_negative_float,
-        default=DEFAULTS.gamma_loss,
-        help="gamma of the thesis's total loss L = CE - gamma * R (logged)",
-    )
-    add(
-        "--max-steps",
-        type=positive_int,
-        default=DEFAULTS.max_steps,
-        help="decisions per episode (1 = one-shot)",
-    )
-    add(
-        "--penalty",
-        default=DEFAULTS.penalty,
-        choices=PENALTIES,
-        help="what multiplies beta * cost in a loop's reward: the 'consecutive' count of the "
-        "same choice (the thesis's equation) or the chosen 'layer' k (its text)",
-    )
-    add(
-        "--shaping",
-        default=DEFAULTS.shaping,
-        choices=SHAPINGS,
-        help="'nop': add the potential-based term alpha * (correct after - correct before) "
-        "to each step (Ng et al. 1999: the optimal policy is unchanged); 'none': the thesis's",
-    )
-    add(
-        "--observe-changes",
-        action="store_true",
-        help="the observation also shows what the last loop changed (prediction changed, top "
-        "probability change, total variation); for --max-steps > 1",
-    )
-    add(
-        "--bc-epochs",
-        type=non_negative_int,
-        default=DEFAULTS.bc_epochs,
-        help="before the first RL phase, fit the policy to the confidence-threshold rule for "
-        "this many epochs on the holdout's observations (0: off)",
-    )
-    add(
-        "--bc-tau",
-        type=non_negative_float,
-        default=DEFAULTS.bc_tau,
-        help="the cloned threshold rule's tau: NOP when the top probability is >= tau",
-    )
-    add("--batch-size", type=positive_int, default=DEFAULTS.batch_size, help="main-model batch")
-    add("--lr", type=float, default=DEFAULTS.learning_rate, help="main-model Adam learning rate")
-    add(
-        "--widths",
-        type=positive_int,
-        nargs="+",
-        default=list(DEFAULTS.widths),
-        help="channels of the FPI blocks",
-    )
-    add(
-        "--strides",
-        type=positive_int,
-        nargs="+",
-        default=None,
-        help="stride of each block's injection conv (default: 1, then 2s)",
-    )
-    add(
-        "--holdout-size",
-        type=positive_int,
-        default=DEFAULTS.holdout_size,
-        help="training samples kept unseen for the agent (default: 5000 images, or the text "
-        "dataset's own: 1000 WikiText-2 windows, 2500 IMDB reviews)",
-    )
-    add("--train-size", type=positive_int, default=None, help="cap on train samples per epoch")
-    add("--eval-size", type=positive_int, default=None, help="test samples in the summary")
-    add("--data-dir", default=None, help="where to look for the dataset first")
-    add("--download", action="store_true", help="let torchvision download the dataset")
-    add("--checkpoint", default=None, help="main-model checkpoint to start from (no pretraining)")
-    add("--logdir", default=DEFAULTS.logdir, help="parent of the run directories")
-    add("--conf", default=None, help=f"hyperparameter YAML (default: {HYPERPARAMS_FILE.name})")
-    add("--resume", default=None, metavar="RUN_DIR", help="continue an interrupted run")
     return parser
 
 
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        algo=args.algo,
-        env=args.env,
-        seed=args.seed,
-        data_seed=args.data_seed,
-        recipe=args.recipe,
-        device=args.device,
-        num_envs=args.num_envs,
-        total_timesteps=args.total_timesteps,
-        rounds=args.rounds,
-        pretrain_epochs=args.pretrain_epochs,
-        agent_pretrain=args.agent_pretrain,
-        track_test=args.track_test,
-        supervised_epochs=args.supervised_epochs,
-        exploration=args.exploration,
-        alpha=args.alpha,
-        beta=args.beta,
-        gamma_loss=args.gamma_loss,
-        max_steps=args.max_steps,
-        penalty=args.penalty,
-        shaping=args.shaping,
-        observe_changes=args.observe_changes,
-        bc_epochs=args.bc_epochs,
-        bc_tau=args.bc_tau,
-        batch_size=args.batch_size,
-        learning_rate=args.lr,
-        widths=tuple(args.widths),
-        strides=None if args.strides is None else tuple(args.strides),
-        holdout_size=args.holdout_size,
-        train_size=args.train_size,
-        eval_size=args.eval_size,
-        data_dir=args.data_dir,
-        download=args.download,
-        checkpoint=args.checkpoint,
-        logdir=args.logdir,
-        conf=args.conf,
-    )
-
-
-#: Flags whose argparse name is not the TrainConfig field they set.
-FIELD_OF_FLAG = {"lr": "learning_rate"}
-
-
-def resume_conflicts(
-    args: argparse.Namespace, argv: list[str] | None, saved: TrainConfig
-) -> list[str]:
+def resume_conflicts(args: argparse.Namespace, saved: TrainConfig) -> list[str]:
     """``--flag given (saved: value)`` for each flag on the command line that contradicts the
     resumed run's config; flags left out, or equal to the saved values, are fine."""
-    unset = object()
-    written = build_parser()  # the same flags, with a default no command line can produce
-    written.set_defaults(**dict.fromkeys(vars(args), unset))
-    given = {dest for dest, value in vars(written.parse_args(argv)).items() if value is not unset}
-    given.discard("resume")
-    differences = saved.differences(config_from_args(args))
+    differences = saved.differences(config_from_flags(TrainConfig, args))
     return [
-        f"--{dest.replace('_', '-')} {differences[field][1]!r} (saved: {differences[field][0]!r})"
-        for dest in sorted(given)
-        if (field := FIELD_OF_FLAG.get(dest, dest)) in differences
+        f"{flag} {differences[field][1]!r} (saved: {differences[field][0]!r})"
+        for field, flag in sorted(given_flags(TrainConfig, args).items(), key=lambda f: f[1])
+        if field in differences
     ]
 
 
@@ -275,7 +87,7 @@ def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
                 f"--resume {run_dir}: no config.yaml there; is it a DynaLay run directory?"
             )
         saved = load_run_config(run_dir)
-        conflicts = resume_conflicts(args, argv, saved)
+        conflicts = resume_conflicts(args, saved)
         if conflicts:
             parser.error(
                 f"--resume {run_dir} continues the run with the settings in its config.yaml; "
@@ -283,15 +95,15 @@ def prepare(argv: list[str] | None) -> tuple[TrainConfig, Path]:
                 "start a new run without --resume"
             )
         return saved, run_dir
-    if args.env not in TRAINABLE_ENV_IDS:
-        parser.error(f"unknown --env {args.env!r}; choose one of {TRAINABLE_ENV_IDS}")
-    if args.checkpoint is not None and not Path(args.checkpoint).is_file():
-        parser.error(f"--checkpoint {args.checkpoint} does not exist")
-    if args.conf is not None and not Path(args.conf).is_file():
-        parser.error(f"--conf {args.conf} does not exist")
-    if args.exploration > 1:
-        parser.error(f"--exploration must be in [0, 1], got {args.exploration}")
-    config = config_from_args(args)
+    config = config_from_flags(TrainConfig, args)
+    if config.env not in TRAINABLE_ENV_IDS:
+        parser.error(f"unknown --env {config.env!r}; choose one of {TRAINABLE_ENV_IDS}")
+    if config.checkpoint is not None and not Path(config.checkpoint).is_file():
+        parser.error(f"--checkpoint {config.checkpoint} does not exist")
+    if config.conf is not None and not Path(config.conf).is_file():
+        parser.error(f"--conf {config.conf} does not exist")
+    if config.exploration > 1:
+        parser.error(f"--exploration must be in [0, 1], got {config.exploration}")
     stamp = time.strftime("%Y%m%d-%H%M%S")
     run_dir = Path(config.logdir) / f"{config.env}_{config.algo}_s{config.seed}_{stamp}"
     suffix = 1
@@ -340,9 +152,9 @@ def sweep_main(argv: list[str]) -> int:
         help=f"confidence thresholds (default: {list(DEFAULT_TAUS)}; WikiText-2 {list(TEXT_TAUS)})",
     )
     args = parser.parse_args(argv)
-    if args.env not in TRAINABLE_ENV_IDS:
-        parser.error(f"unknown --env {args.env!r}; choose one of {TRAINABLE_ENV_IDS}")
-    config = config_from_args(args)
+    config = config_from_flags(TrainConfig, args)
+    if config.env not in TRAINABLE_ENV_IDS:
+        parser.error(f"unknown --env {config.env!r}; choose one of {TRAINABLE_ENV_IDS}")
     sweep_dir = Path(config.logdir) / f"sweep_{config.env}_{config.algo}_s{config.seed}"
     try:
         beta_sweep(config, sorted(args.betas), sweep_dir, config.eval_size, args.taus)

@@ -5,9 +5,10 @@ Library (one concern per module):
 - ``vec_env``: the SB3 ``VecEnv`` adapter of the batched env; ``callbacks``: DynaLay's
   TensorBoard metrics; ``algorithms``: :data:`ALGORITHMS`, their hyperparameters
   (``hyperparams.yml``) and a saved agent read back as a policy;
-- ``config``: :class:`~agents.config.TrainConfig` and a run's ``config.yaml``; ``files``: the
-  run directory (phase folders, manifests, the final checkpoints); ``sb3_logging``: the run's
-  log and SB3 logger formats;
+- ``config``: :class:`~agents.config.TrainConfig` and a run's ``config.yaml``; ``cli``: a
+  config dataclass's fields as flags (the training flags, the studies'); ``files``: the run
+  directory (phase folders, manifests, the final checkpoints); ``sb3_logging``: the run's log
+  and SB3 logger formats;
 - the run directory's files, none of them unpickled: ``agent_zip`` (SB3's ``agent.zip`` read
   with every pickled entry supplied), ``normalization`` (``vecnormalize.json``),
   ``replay_buffer`` (``replay_buffer.npz``); ``convert``: older directories' pickles rewritten

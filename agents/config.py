@@ -1,20 +1,38 @@
-"""All hyperparameters of a DynaLay training run in one dataclass (CleanRL style), and the
-run directory's ``config.yaml``: written once, checked on every resume (:func:`check_run_config`
-refuses a directory made with other settings)."""
+"""All hyperparameters of a DynaLay training run in one dataclass (CleanRL style), each field
+declared once with its ``run_rl.py`` flag (:func:`agents.cli.arg`), and the run directory's
+``config.yaml``: written once, checked on every resume (:func:`check_run_config` refuses a
+directory made with other settings)."""
 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
 
-from dynalay_env.mdp import MDPConfig
+from agents.cli import arg, non_negative_float, non_negative_int, positive_int
+from dynalay_env import ENV_IDS, TEXT_ENV_IDS
+from dynalay_env.mdp import PENALTIES, SHAPINGS, MDPConfig
 from main_model.io import atomic_write
+from main_model.recipes import RECIPES
 
 CONFIG_FILE = "config.yaml"  # in a run directory: the run's resolved TrainConfig
+#: What train and sweep accept: the image ids and the text ids (the table's baselines are CNNs).
+TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
+
+
+def _algorithms() -> list[str]:
+    from agents.algorithms import ALGORITHMS  # which imports this module
+
+    return sorted(ALGORITHMS)
+
+
+def _conf_help() -> str:
+    from agents.algorithms import HYPERPARAMS_FILE
+
+    return f"hyperparameter YAML (default: {HYPERPARAMS_FILE.name})"
 
 
 @dataclass
@@ -23,52 +41,115 @@ class TrainConfig:
 
     RL phases use ``total_timesteps`` env steps each; supervised phases ``supervised_epochs``
     passes over the train split (capped at ``train_size`` samples per epoch when set).
+
+    Each field is one flag of ``run_rl.py`` (:mod:`agents.cli`: its help is the field's).
     """
 
-    algo: str = "ppo"
-    env: str = "DynaLay-CIFAR10-v0"
-    seed: int = 0  # model initialisation, path draws, agent
-    data_seed: int = 0  # which training images form the holdout (and the train_size subset)
-    device: str = "auto"
-    num_envs: int = 64
-    total_timesteps: int = 50_000
-    rounds: int = 3
-    pretrain_epochs: int = 20  # thesis: 20 warm-up epochs on all paths (0: start untrained)
-    agent_pretrain: bool = True  # the agent learns on the warmed-up model before round 1's
-    #                              supervised phase (thesis Sec. 4.0.5); False: that phase
-    #                              follows an untrained agent, and each round is supervised, rl
-    track_test: int = 0  # after every supervised epoch, log test/accuracy and test/loss of the
-    #                      agent's paths on this many test images (0: off; Fig. 4.2's curves)
-    recipe: str = "dynalay"  # main-model training recipe (main_model.train.RECIPES)
-    supervised_epochs: int = 1
-    exploration: float = 0.2  # share of uniformly random paths in supervised phases
+    algo: str = arg("ppo", "SB3 algorithm", choices=_algorithms)
+    env: str = arg("DynaLay-CIFAR10-v0", f"env id, one of {TRAINABLE_ENV_IDS}")
+    seed: int = arg(0, "seed of the model and the agent")  # initialisation, path draws, agent
+    data_seed: int = arg(
+        0, "seed of the holdout (and --train-size subset) carved out of the training set"
+    )
+    device: str = arg("auto", "auto (GPU when there is one), cpu, cuda")
+    num_envs: int = arg(64, "batched env slots", type=positive_int)
+    total_timesteps: int = arg(50_000, "env steps per RL phase", type=positive_int)
+    rounds: int = arg(3, "RL+supervised rounds", type=positive_int)
+    pretrain_epochs: int = arg(
+        20,
+        "warm-up epochs on all paths (thesis: 20; 0: the rounds start from an untrained "
+        "main model)",
+        type=non_negative_int,
+    )
+    # thesis Sec. 4.0.5: the agent learns on the warmed-up model before round 1's supervised
+    # phase; False: that phase follows an untrained agent, and each round is supervised, rl.
+    agent_pretrain: bool = arg(
+        True,
+        "each round trains the main model first, so round 1 follows an untrained agent "
+        "(default: the agent learns on the warmed-up model first; thesis Sec. 4.0.5)",
+        flag="--no-agent-pretrain",
+    )
+    track_test: int = arg(  # Fig. 4.2's curves
+        0,
+        "after every supervised epoch, log the test accuracy and loss of the agent's paths "
+        "on this many test images to TensorBoard (0: off)",
+        type=non_negative_int,
+    )
+    recipe: str = arg(
+        "dynalay", "main-model training recipe (main_model/train.py)", choices=sorted(RECIPES)
+    )
+    supervised_epochs: int = arg(
+        1,
+        "epochs per supervised phase (0: RL phases only, main model frozen)",
+        type=non_negative_int,
+    )
+    exploration: float = arg(
+        0.2, "share of random paths in supervised phases", type=non_negative_float
+    )
     # The reward's settings (dynalay_env.mdp.MDPConfig, whose defaults are the thesis's); kept
     # flat here, as config.yaml has always written them; `mdp` gathers them.
-    alpha: float = MDPConfig.alpha
-    beta: float = MDPConfig.beta
-    gamma_loss: float = 0.2  # thesis: L = CE - gamma * R
-    max_steps: int = MDPConfig.max_steps  # 1 = the thesis's one-shot choice
-    penalty: str = MDPConfig.penalty  # reward's last factor: "consecutive" count or "layer" k
-    shaping: str = MDPConfig.shaping  # "nop": potential-based reward relative to NOP
-    observe_changes: bool = MDPConfig.observe_changes  # observation: what the last loop changed
-    # Behaviour cloning when the agent is made: the policy's action head is fitted for this
-    # many epochs to the confidence-threshold rule (NOP when the top probability >= bc_tau,
-    # else the holdout's most accurate loop) on the holdout's observations (0: off, as before).
-    bc_epochs: int = 0
-    bc_tau: float = 0.5
-    batch_size: int = 64  # thesis
-    learning_rate: float = 1e-2  # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
-    widths: tuple[int, ...] = (64, 128, 256)  # thesis
-    strides: tuple[int, ...] | None = None  # of the blocks' injection convs; None = 1, then 2s
-    holdout_size: int | None = None  # the agent's split; None: the dataset's default
-    train_size: int | None = None
-    eval_size: int | None = None  # test samples in the final summary (None = all)
-    data_dir: str | None = None
-    download: bool = False
-    checkpoint: str | None = None
-    logdir: str = "runs"
-    conf: str | None = None
-    algo_kwargs: dict[str, Any] = field(default_factory=dict)
+    alpha: float = arg(MDPConfig.alpha, "reward per correct answer", type=non_negative_float)
+    beta: float = arg(MDPConfig.beta, "compute penalty weight", type=non_negative_float)
+    gamma_loss: float = arg(
+        0.2,
+        "gamma of the thesis's total loss L = CE - gamma * R (logged)",
+        type=non_negative_float,
+    )
+    max_steps: int = arg(
+        MDPConfig.max_steps, "decisions per episode (1 = one-shot)", type=positive_int
+    )
+    penalty: str = arg(
+        MDPConfig.penalty,
+        "what multiplies beta * cost in a loop's reward: the 'consecutive' count of the "
+        "same choice (the thesis's equation) or the chosen 'layer' k (its text)",
+        choices=PENALTIES,
+    )
+    shaping: str = arg(
+        MDPConfig.shaping,
+        "'nop': add the potential-based term alpha * (correct after - correct before) "
+        "to each step (Ng et al. 1999: the optimal policy is unchanged); 'none': the thesis's",
+        choices=SHAPINGS,
+    )
+    observe_changes: bool = arg(
+        MDPConfig.observe_changes,
+        "the observation also shows what the last loop changed (prediction changed, top "
+        "probability change, total variation); for --max-steps > 1",
+    )
+    # Behaviour cloning when the agent is made: the policy's action head is fitted to the
+    # confidence-threshold rule (NOP when the top probability >= bc_tau, else the holdout's
+    # most accurate loop) on the holdout's observations (0 epochs: off, as before).
+    bc_epochs: int = arg(
+        0,
+        "before the first RL phase, fit the policy to the confidence-threshold rule for "
+        "this many epochs on the holdout's observations (0: off)",
+        type=non_negative_int,
+    )
+    bc_tau: float = arg(
+        0.5,
+        "the cloned threshold rule's tau: NOP when the top probability is >= tau",
+        type=non_negative_float,
+    )
+    batch_size: int = arg(64, "main-model batch", type=positive_int)  # thesis
+    # Adam peak, cosine decay (chosen on the holdout, docs/results.md)
+    learning_rate: float = arg(1e-2, "main-model Adam learning rate", flag="--lr")
+    widths: tuple[int, ...] = arg((64, 128, 256), "channels of the FPI blocks", type=positive_int)
+    strides: tuple[int, ...] | None = arg(
+        None, "stride of each block's injection conv (default: 1, then 2s)", type=positive_int
+    )
+    holdout_size: int | None = arg(  # the agent's split
+        None,
+        "training samples kept unseen for the agent (default: 5000 images, or the text "
+        "dataset's own: 1000 WikiText-2 windows, 2500 IMDB reviews)",
+        type=positive_int,
+    )
+    train_size: int | None = arg(None, "cap on train samples per epoch", type=positive_int)
+    eval_size: int | None = arg(None, "test samples in the summary", type=positive_int)  # None: all
+    data_dir: str | None = arg(None, "where to look for the dataset first")
+    download: bool = arg(False, "let torchvision download the dataset")
+    checkpoint: str | None = arg(None, "main-model checkpoint to start from (no pretraining)")
+    logdir: str = arg("runs", "parent of the run directories")
+    conf: str | None = arg(None, _conf_help)
+    algo_kwargs: dict[str, Any] = arg(factory=dict, cli=False)
 
     @property
     def mdp(self) -> MDPConfig:

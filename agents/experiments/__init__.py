@@ -8,8 +8,9 @@
 - :mod:`.demo`: ``demo`` (``make demo``), the table on the shipped model;
 - :mod:`.thesis`: ``reproduce``, the thesis's Chapter 4, one module per claim;
 - :mod:`.check_results`: ``make check-results``, every committed result regenerated;
-- :mod:`.common` and :mod:`.cli`: splits, mean ± std, progress lines; flags from a config's
-  fields and the guard against a directory made with other settings.
+- :mod:`.common` and :mod:`.cli`: splits, mean ± std, progress lines; the guard against a
+  directory made with other settings (each study's flags come from its config's fields:
+  :mod:`agents.cli`).
 """
 
 from agents.experiments.evaluation import DEFAULT_TAUS, TEXT_TAUS, default_taus

@@ -18,18 +18,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agents.cli import add_config_flags, arg, config_from_flags, non_negative_float, positive_int
 from agents.files import RunFileError
 from dynalay_env.data import DataNotFoundError, get_spec
 from dynalay_env.models import SHIPPED_DIR, shipped_model_path, shipped_model_provenance
 
-from .cli import (
-    SettingsMismatch,
-    add_config_flags,
-    arg,
-    config_from_flags,
-    non_negative_float,
-    positive_int,
-)
+from .cli import SettingsMismatch
 from .tradeoff import TableConfig, run_table
 
 

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from agents.algorithms import load_agent_policy
+from agents.cli import positive_int
 from agents.config import TrainConfig, load_run_config
 from agents.evaluate import PolicyResult, best_loop_on, evaluate_all
 from agents.files import MODEL_FILE, RunFileError, final_checkpoints
@@ -33,8 +34,6 @@ from dynalay_env.data import load_splits
 from dynalay_env.registry import TEXT_ENV_IDS, dataset_of
 from main_model import load_main_model
 from main_model.distributed import resolve_device
-
-from .cli import positive_int
 
 DEFAULT_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
 #: A language model's top next-token probability is rarely above 0.5: its thresholds sit lower.

@@ -46,6 +46,7 @@ from typing import Any
 import numpy as np
 
 from agents.algorithms import load_agent_policy
+from agents.cli import add_config_flags, arg, config_from_flags, non_negative_float, positive_int
 from agents.config import TrainConfig
 from agents.evaluate import PolicyResult, best_loop_on, evaluate_all, run_policy, static_policy
 from agents.files import RunFileError
@@ -64,15 +65,7 @@ from main_model.paths import path_statistics
 from main_model.train import iterate_batches, train_main_model
 
 from .baselines import BASELINES, TRAINED_MODELS
-from .cli import (
-    SettingsMismatch,
-    add_config_flags,
-    arg,
-    config_from_flags,
-    non_negative_float,
-    positive_int,
-    refuse_other_settings,
-)
+from .cli import SettingsMismatch, refuse_other_settings
 from .common import experiment_splits, mean_std, say
 from .evaluation import DEFAULT_TAUS
 from .significance import (

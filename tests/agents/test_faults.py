@@ -240,7 +240,7 @@ def test_resume_accepts_flags_equal_to_the_saved_config(tmp_path):
     saved = TrainConfig(beta=0.3, widths=(4, 4, 4))
     argv = ["--resume", "x", "--beta", "0.3", "--widths", "4", "4", "4", "--lr", "0.01"]
     args = run_rl.build_parser().parse_args(argv)
-    assert run_rl.resume_conflicts(args, argv, saved) == []
+    assert run_rl.resume_conflicts(args, saved) == []
 
 
 def test_sweep_refuses_to_reuse_a_run_made_with_other_settings(workspace, tmp_path, capsys):

@@ -7,8 +7,8 @@ import argparse
 import json
 from pathlib import Path
 
+from agents.cli import add_config_flags, config_from_flags
 from agents.experiments import check_results
-from agents.experiments.cli import add_config_flags, config_from_flags
 from agents.experiments.thesis import ReproduceConfig
 from agents.experiments.tradeoff import TableConfig
 

@@ -1,22 +1,16 @@
-"""The studies' shared pieces: one mean ± std, flags from a config's fields, the guard against
-a results directory made with other settings."""
+"""The studies' shared pieces: one mean ± std, their commands' flags (from their configs'
+fields: agents/cli.py, tested in tests/agents/test_cli.py), the guard against a results
+directory made with other settings."""
 
 from __future__ import annotations
 
 import argparse
 import json
-from dataclasses import dataclass
 
 import pytest
 
-from agents.experiments.cli import (
-    SettingsMismatch,
-    add_config_flags,
-    arg,
-    config_from_flags,
-    positive_int,
-    refuse_other_settings,
-)
+from agents.cli import add_config_flags, config_from_flags
+from agents.experiments.cli import SettingsMismatch, refuse_other_settings
 from agents.experiments.common import mean_std, sample_std
 from agents.experiments.thesis import QUICK, ReproduceConfig
 from agents.experiments.tradeoff import TableConfig
@@ -30,40 +24,10 @@ def test_mean_std_is_the_sample_std_over_seeds():
     assert sample_std([[1.0, 2.0]], axis=0).tolist() == [0.0, 0.0]  # one seed
 
 
-@dataclass(frozen=True)
-class Example:
-    size: int = arg(3, "how many", type=positive_int)
-    rate: float = arg(0.1, "a rate", flag="--lr", type=float)
-    names: tuple[str, ...] = arg(("a", "b"), "some names", choices=("a", "b", "c"))
-    betas: tuple[float, ...] = arg((0.3, 1.0), "sorted", type=float, sort=True)
-    limit: int | None = arg(None, "optional", type=int)
-    hidden: tuple[float, ...] = arg((0.5,), cli=False)
-
-
-def _parse(argv: list[str], cls: type = Example, **preset) -> object:
+def _parse(argv: list[str], cls: type, **preset) -> object:
     parser = argparse.ArgumentParser()
     add_config_flags(parser, cls)
     return config_from_flags(cls, parser.parse_args(argv), **preset)
-
-
-def test_flags_come_from_the_fields():
-    assert _parse([]) == Example()
-    given = _parse(["--size", "5", "--lr", "0.2", "--names", "c", "--betas", "1", "0.1"])
-    assert given == Example(size=5, rate=0.2, names=("c",), betas=(0.1, 1.0))
-    assert _parse(["--limit", "7"]).limit == 7
-    # A flag given overrides a preset, which overrides the default.
-    assert _parse(["--size", "9"], size=4, limit=2) == Example(size=9, limit=2)
-    for bad in (["--size", "0"], ["--names", "d"], ["--hidden", "1"], ["--rate", "1"]):
-        with pytest.raises(SystemExit):
-            _parse(bad)
-
-
-def test_help_comes_from_the_field_docs_with_the_default():
-    parser = argparse.ArgumentParser()
-    add_config_flags(parser, Example)
-    text = parser.format_help()
-    assert "how many (default: 3)" in text and "some names (default: ['a', 'b'])" in text
-    assert "--lr" in text and "--rate" not in text and "--hidden" not in text
 
 
 def test_the_commands_keep_their_flags():

@@ -33,12 +33,13 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
+from agents.cli import add_config_flags, config_from_flags
 from agents.config import RunConfigMismatch
 from agents.files import RunFileError
 from dynalay_env.data import DataNotFoundError, SplitOverlapError
 from dynalay_env.registry import ENV_IDS
 
-from ..cli import SettingsMismatch, add_config_flags, config_from_flags
+from ..cli import SettingsMismatch
 from ..common import write_text
 from . import fig4_1, fig4_2, fig4_3, fig4_4, introspection, sec4_0_5, table4_1
 from .config import QUICK, ReproduceConfig, ReproductionError

@@ -7,10 +7,9 @@ import json
 from dataclasses import dataclass
 from typing import Any
 
+from agents.cli import arg, positive_int
 from dynalay_env.data import DEFAULT_IMAGE_HOLDOUT
 from dynalay_env.registry import ENV_IDS
-
-from ..cli import arg, positive_int
 
 CONFIG_FILE = "reproduce_config.json"
 
