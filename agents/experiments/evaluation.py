@@ -11,6 +11,7 @@ cross-fitted holdout numbers are in ``results.json`` under ``router_holdout_cros
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -95,9 +96,16 @@ def evaluate_run(
         config.data_seed,
         config.download,
     )["holdout"].to(resolved)
+    # The router reads the default observation: an agent that saw what its loops changed is
+    # compared with it on the same images and model, observed as the router was fitted.
+    router_core = core
+    if config.observe_changes:
+        plain = dataclasses.replace(config, observe_changes=False)
+        router_core = evaluation_core(plain, run_dir, resolved, eval_size)[0]
     routers, cross_fit, _ = router_results(
-        core.model, holdout, core, episodes, config.mdp.alpha, ROUTER_BETAS, config.seed, progress
-    )
+        core.model, holdout, router_core, episodes, config.mdp.alpha, ROUTER_BETAS, config.seed,
+        progress,
+    )  # fmt: skip
     results[-1:-1] = routers  # before the agent, which stays last
     extra = {
         "run_dir": str(run_dir),

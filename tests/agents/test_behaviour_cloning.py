@@ -127,3 +127,8 @@ def test_a_run_with_every_issue_19_option_trains_saves_and_evaluates(tmp_path):
     output = classifier(splits["test"].normalized(torch.arange(episodes)))
     assert output.actions.tolist() == episode["actions"].tolist()
     assert output.logits.argmax(dim=1).tolist() == episode["prediction"].tolist()
+    # run_rl.py eval of such a run: the agent on its own observation, the router (fitted on the
+    # default observation) beside it on the same images, and the cascade of max_steps 2.
+    assert run_rl.main(["eval", str(run_dir), "--device", "cpu"]) == 0
+    results = (run_dir / "results.md").read_text()
+    assert "| router beta=0 |" in results and "| cascade tau=" in results
