@@ -7,7 +7,13 @@ shell): ``vecnormalize.pkl`` / ``replay_buffer.pkl`` (the files run directories 
 an ``agent.zip`` whose ``data`` entry carries it as SB3's cloudpickled value (under a key the
 project supplies, or under one it does not), and an ``agent.zip`` whose ``policy.pth`` is it.
 Every crafted folder gets a manifest that matches it, as someone handing the directory over
-would write: the checksums are no defence here.
+would write: the checksums are no defence here. Each test also unpickles its payload once itself
+(:func:`assert_live`), so that a loader which did unpickle the crafted file would have made the
+marker the test asserts is absent.
+
+``sweep`` reads a beta's run directory back when it exists: it resumes the run after its last
+complete phase (loading that phase's folder, or an earlier phase's when the last did not finish),
+then loads each beta's final agent to evaluate it.
 """
 
 from __future__ import annotations
@@ -31,6 +37,8 @@ from stable_baselines3.common.buffers import ReplayBuffer
 from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 
 import run_rl
+from agents.agent_zip import read_agent_data
+from agents.config import load_run_config
 from agents.files import PICKLED_FILES, RunDirectory, final_checkpoints, run_dir_of
 from agents.normalization import NormalizerError, NormalizerState
 from agents.replay_buffer import ARRAYS, ReplayBufferError, load_replay_buffer
@@ -89,9 +97,12 @@ def rewrite_manifest(folder: Path, files: list[str] | None = None) -> None:
     run.write_manifest(phase, files or list(manifest["files"]), manifest["state"])
 
 
-def plant_pickle(run_dir: Path, marker: Path, name: str = "vecnormalize.pkl") -> Path:
-    """The final folder as a run from before this version left it, its pickle hostile."""
-    folder = final_checkpoints(run_dir)
+def plant_pickle(
+    run_dir: Path, marker: Path, name: str = "vecnormalize.pkl", folder: Path | None = None
+) -> Path:
+    """The final folder (or ``folder``) as a run from before this version left it, its pickle
+    hostile."""
+    folder = final_checkpoints(run_dir) if folder is None else folder
     plain = PICKLED_FILES[name]
     (folder / plain).unlink(missing_ok=True)
     (folder / name).write_bytes(pickle.dumps(Payload(marker)))
@@ -130,7 +141,24 @@ def with_data(change):
     return edit
 
 
+def assert_live(marker: Path, unpickle) -> None:
+    """``unpickle()`` (what a loader that unpickled the crafted file would do) makes the
+    marker: the test's ``not marker.exists()`` would have caught such a loader."""
+    assert not marker.exists()
+    unpickle()
+    assert marker.is_file()
+    marker.unlink()
+
+
+def results_in(logdir: Path) -> dict[Path, bytes]:
+    """Every results file under ``logdir``: a refused command writes none of them."""
+    return {path: path.read_bytes() for path in logdir.rglob("results.*")}
+
+
 def command(which: str, run_dir: Path, tmp_path: Path) -> list[str]:
+    if which == "sweep":  # the sweep that made run_dir, again: it reads the beta's run back
+        data = load_run_config(run_dir).data_dir
+        return sweep_argv(Path(data), run_dir.parent.parent)
     return {
         "eval": ["eval", str(run_dir), "--device", "cpu", "--taus", "0.9"],
         "export": ["export", str(run_dir), "--output", str(tmp_path / "dynalay.pt")],
@@ -140,28 +168,45 @@ def command(which: str, run_dir: Path, tmp_path: Path) -> list[str]:
 
 # ----- pickles from before ------------------------------------------------------------------------
 @pytest.mark.parametrize("name", ["vecnormalize.pkl", "replay_buffer.pkl"])
-@pytest.mark.parametrize("which", ["eval", "export", "resume"])
+@pytest.mark.parametrize("which", ["eval", "export", "resume", "sweep"])
 def test_a_pickle_in_the_run_directory_is_refused_and_never_loaded(
     which, name, sweep_logdir, tmp_path, capsys
 ):
-    _, run_dir = copy_logdir(sweep_logdir, tmp_path)
+    logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
     marker = tmp_path / "marker"
     folder = plant_pickle(run_dir, marker, name)
-    assert run_rl.main(command(which, run_dir, tmp_path)) == 2
-    assert not marker.exists()
+    results = results_in(logdir)
+    code = run_rl.main(command(which, run_dir, tmp_path))
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert code == 2
     err = capsys.readouterr().err
     assert f"{folder} holds {name}" in err and "does not load" in err
     assert f"python run_rl.py convert {run_dir} --trust-pickles" in err
     assert "Traceback" not in err and not (tmp_path / "dynalay.pt").exists()
+    assert results_in(logdir) == results
+    assert_live(marker, lambda: pickle.loads((folder / name).read_bytes()))
 
 
-def test_sweep_refuses_a_beta_run_with_a_pickle(sweep_logdir, tmp_path, capsys):
+@pytest.mark.parametrize("name", ["vecnormalize.pkl", "replay_buffer.pkl"])
+@pytest.mark.parametrize("which", ["resume", "sweep"])
+def test_a_pickle_in_the_phase_a_resumed_run_goes_back_to_is_refused(
+    which, name, sweep_logdir, tmp_path, capsys
+):
+    """The run's last phase did not finish (no manifest): ``--resume`` and ``sweep`` re-run it
+    from the phase before, whose folder holds the pickle."""
     logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
     marker = tmp_path / "marker"
-    plant_pickle(run_dir, marker)
-    assert run_rl.main(sweep_argv(sweep_logdir.parent / "data", logdir)) == 2
-    assert not marker.exists()
-    assert "--trust-pickles" in capsys.readouterr().err
+    (final_checkpoints(run_dir) / "manifest.json").unlink()
+    folder = plant_pickle(run_dir, marker, name, RunDirectory(run_dir).phase_folder("pretrain"))
+    results = results_in(logdir)
+    code = run_rl.main(command(which, run_dir, tmp_path))
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{folder} holds {name}" in err and "does not load" in err
+    assert f"python run_rl.py convert {run_dir} --trust-pickles" in err
+    assert "Traceback" not in err and results_in(logdir) == results
+    assert_live(marker, lambda: pickle.loads((folder / name).read_bytes()))
 
 
 def test_convert_needs_trust_then_writes_the_same_statistics_as_plain_files(
@@ -205,28 +250,38 @@ def legacy_vec_normalize(stats: NormalizerState) -> VecNormalize:
 
 
 # ----- agent.zip ----------------------------------------------------------------------------------
-@pytest.mark.parametrize("which", ["eval", "export", "resume"])
+@pytest.mark.parametrize("which", ["eval", "export", "resume", "sweep"])
 def test_an_agent_zip_with_a_pickled_entry_the_project_never_writes_is_refused(
     which, sweep_logdir, tmp_path, capsys
 ):
-    _, run_dir = copy_logdir(sweep_logdir, tmp_path)
+    logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
     marker = tmp_path / "marker"
     hostile = serialized(marker, "<class 'collections.OrderedDict'>")
-    rewrite_agent_zip(final_checkpoints(run_dir), with_data(lambda d: d.update(extras=hostile)))
-    assert run_rl.main(command(which, run_dir, tmp_path)) == 2
-    assert not marker.exists()
+    folder = final_checkpoints(run_dir)
+    rewrite_agent_zip(folder, with_data(lambda d: d.update(extras=hostile)))
+    results = results_in(logdir)
+    code = run_rl.main(command(which, run_dir, tmp_path))
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert code == 2
     err = capsys.readouterr().err
-    assert "data entry 'extras' is a pickled <class 'collections.OrderedDict'>" in err
-    assert "does not unpickle" in err and "Traceback" not in err
+    assert (
+        f"{folder / 'agent.zip'}: its data entry 'extras' is a pickled "
+        "<class 'collections.OrderedDict'>" in err
+    )
+    assert "does not unpickle" in err and "do not use it" in err and "Traceback" not in err
+    assert results_in(logdir) == results
+    entry = read_agent_data(folder / "agent.zip")["extras"][":serialized:"]
+    assert_live(marker, lambda: cloudpickle.loads(base64.b64decode(entry)))
 
 
-@pytest.mark.parametrize("which", ["eval", "export", "resume"])
+@pytest.mark.parametrize("which", ["eval", "export", "resume", "sweep"])
 def test_an_agent_zip_whose_pickled_entries_carry_a_payload_loads_only_its_safe_parts(
     which, sweep_logdir, tmp_path
 ):
     """Every pickled entry SB3 writes is supplied by the project, never read from the file:
-    payloads in all of them run nothing, and the agent's weights still load."""
-    _, run_dir = copy_logdir(sweep_logdir, tmp_path)
+    payloads in all of them run nothing, and the agent's weights still load (the sweep
+    resumes the beta's run from the file, then evaluates the agent it loads from it again)."""
+    logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
     marker = tmp_path / "marker"
 
     def poison(data: dict) -> None:
@@ -234,12 +289,27 @@ def test_an_agent_zip_whose_pickled_entries_carry_a_payload_loads_only_its_safe_
             if isinstance(entry, dict) and ":serialized:" in entry:
                 entry[":serialized:"] = serialized(marker, entry[":type:"])[":serialized:"]
 
-    rewrite_agent_zip(final_checkpoints(run_dir), with_data(poison))
-    assert run_rl.main(command(which, run_dir, tmp_path)) == 0
-    assert not marker.exists()
+    folder = final_checkpoints(run_dir)
+    rewrite_agent_zip(folder, with_data(poison))
+    sweep_results = next(logdir.glob("sweep_*/results.md"))
+    sweep_results.write_text("before\n")
+    code = run_rl.main(command(which, run_dir, tmp_path))
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert code == 0
+    if which == "sweep":
+        assert f"agent beta={BETA}" in sweep_results.read_text()
+    poisoned = [
+        entry[":serialized:"]
+        for entry in read_agent_data(folder / "agent.zip").values()
+        if isinstance(entry, dict) and ":serialized:" in entry
+    ]
+    assert len(poisoned) >= 3  # the spaces and the policy class at least
+    for encoded in poisoned:
+        assert_live(marker, lambda encoded=encoded: cloudpickle.loads(base64.b64decode(encoded)))
 
 
-def test_agent_tensors_holding_a_pickled_object_are_refused(sweep_logdir, tmp_path, capsys):
+@pytest.mark.parametrize("which", ["eval", "sweep"])
+def test_agent_tensors_holding_a_pickled_object_are_refused(which, sweep_logdir, tmp_path, capsys):
     _, run_dir = copy_logdir(sweep_logdir, tmp_path)
     marker = tmp_path / "marker"
 
@@ -250,10 +320,17 @@ def test_agent_tensors_holding_a_pickled_object_are_refused(sweep_logdir, tmp_pa
         torch.save({"weights": Payload(marker)}, buffer)
         return buffer.getvalue()
 
-    rewrite_agent_zip(final_checkpoints(run_dir), policy_payload)
-    assert run_rl.main(command("eval", run_dir, tmp_path)) == 2
-    assert not marker.exists()
-    assert "holds pickled objects besides tensors" in capsys.readouterr().err
+    folder = final_checkpoints(run_dir)
+    rewrite_agent_zip(folder, policy_payload)
+    code = run_rl.main(command(which, run_dir, tmp_path))
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert code == 2
+    err = capsys.readouterr().err
+    assert f"{folder / 'agent.zip'} holds pickled objects besides tensors" in err
+    assert "Traceback" not in err
+    with zipfile.ZipFile(folder / "agent.zip") as archive:
+        policy = archive.read("policy.pth")
+    assert_live(marker, lambda: torch.load(io.BytesIO(policy), weights_only=False))
 
 
 def test_an_agent_zip_for_another_model_is_refused_in_the_projects_words(
