@@ -35,6 +35,7 @@ from agents.files import RunFileError
 from agents.trainer import AlternatingTrainer
 from dynalay_env import DataNotFoundError
 from dynalay_env.data import SplitOverlapError
+from main_model.checkpoint import CheckpointError
 from main_model.divergence import TrainingDiverged
 from main_model.paths import path_name
 
@@ -164,7 +165,7 @@ def sweep_main(argv: list[str]) -> int:
             f"settings under another --logdir, or delete {sweep_dir}"
         )
         parser.error(str(RunConfigMismatch(error.run_dir, error.differences, advice)))
-    except (DataNotFoundError, RunFileError) as error:
+    except (DataNotFoundError, RunFileError, CheckpointError) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     print((sweep_dir / "results.md").read_text())
@@ -204,7 +205,13 @@ def main(argv: list[str] | None = None) -> int:
         summary = trainer.run()
         prints = distributed.is_main_process()  # under torchrun every rank has the summary
         distributed.shutdown()  # and leaves the group with the others
-    except (DataNotFoundError, SplitOverlapError, RunConfigMismatch, RunFileError) as error:
+    except (
+        DataNotFoundError,
+        SplitOverlapError,
+        RunConfigMismatch,
+        RunFileError,
+        CheckpointError,  # a main-model file that is not one (weights-only: nothing ran)
+    ) as error:
         print(f"run_rl.py: {error}", file=sys.stderr)
         return 2
     except TrainingDiverged as error:  # the message says where, and what to try

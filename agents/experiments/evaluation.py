@@ -33,7 +33,7 @@ from agents.router import ROUTER_BETAS, router_results
 from dynalay_env.build import sequential_core
 from dynalay_env.data import load_splits
 from dynalay_env.registry import TEXT_ENV_IDS, dataset_of
-from main_model import load_main_model
+from main_model import CheckpointError, load_main_model
 from main_model.distributed import resolve_device
 
 DEFAULT_TAUS = (0.5, 0.7, 0.8, 0.9, 0.95, 0.99)
@@ -155,7 +155,7 @@ def eval_main(argv: list[str]) -> int:
         parser.error(str(error))
     try:
         results = evaluate_run(run_dir, args.eval_size, args.taus, args.device)
-    except RunFileError as error:
+    except (RunFileError, CheckpointError) as error:
         print(f"run_rl.py eval: {error}", file=sys.stderr)
         return 2
     print((run_dir / "results.md").read_text())

@@ -39,7 +39,7 @@ from stable_baselines3.common.vec_env import DummyVecEnv, VecNormalize
 import run_rl
 from agents.agent_zip import read_agent_data
 from agents.config import load_run_config
-from agents.files import PICKLED_FILES, RunDirectory, final_checkpoints, run_dir_of
+from agents.files import MODEL_FILE, PICKLED_FILES, RunDirectory, final_checkpoints, run_dir_of
 from agents.normalization import NormalizerError, NormalizerState
 from agents.replay_buffer import ARRAYS, ReplayBufferError, load_replay_buffer
 
@@ -391,3 +391,24 @@ def test_convert_turns_a_replay_buffer_pickle_into_the_same_arrays(tmp_path):
     smaller = ReplayBuffer(8, space, gym.spaces.Discrete(3), device="cpu", n_envs=2)
     with pytest.raises(ReplayBufferError, match="observations is float32"):
         load_replay_buffer(SimpleNamespace(replay_buffer=smaller), folder / "replay_buffer.npz")
+
+
+@pytest.mark.parametrize("which", ["eval", "export", "resume", "sweep"])
+def test_a_main_model_file_carrying_a_pickle_is_refused_in_the_projects_words(
+    which, sweep_logdir, tmp_path, capsys
+):
+    """A final main_model.pt replaced by a pickle (its manifest rewritten to match): read
+    weights-only, so nothing runs, and every command exits 2 naming the file, no traceback."""
+    logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
+    marker = tmp_path / "marker"
+    folder = final_checkpoints(run_dir)
+    torch.save({"state_dict": Payload(marker)}, folder / MODEL_FILE)
+    rewrite_manifest(folder)
+    results = results_in(logdir)
+    code = run_rl.main(command(which, run_dir, tmp_path))
+    assert not marker.exists(), "the crafted file's payload ran"
+    assert code == 2
+    err = capsys.readouterr().err
+    assert str(folder / MODEL_FILE) in err and "Traceback" not in err
+    assert results_in(logdir) == results and not (tmp_path / "dynalay.pt").exists()
+    assert_live(marker, lambda: torch.load(folder / MODEL_FILE, weights_only=False))
