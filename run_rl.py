@@ -7,6 +7,7 @@
     python run_rl.py table --seeds 0 1 2 [budget flags]   # vs separately trained baselines
     python run_rl.py demo                    # `make demo`: the shipped model's agents vs a plain CNN
     python run_rl.py reproduce all [--quick]  # the thesis's Chapter 4, each claim with a verdict
+    python run_rl.py options --betas 0.1     # PPO options vs threshold, router, cascade (a table's)
     python run_rl.py export RUN_DIR --output dynalay.pt   # main model + agent in one file
     python run_rl.py predict dynalay.pt IMAGE [IMAGE ...] [--json]   # classify image files
     python run_rl.py convert RUN_DIR --trust-pickles  # an old run directory: pickles to JSON
@@ -185,6 +186,7 @@ SUBCOMMANDS: dict[str, Callable[[list[str]], int]] = {
     "table": _imported("agents.experiments.tradeoff", "table_main"),
     "demo": _imported("agents.experiments.demo", "demo_main"),
     "reproduce": _imported("agents.experiments.thesis", "reproduce_main"),
+    "options": _imported("agents.experiments.agent_options", "options_main"),
     "export": _imported("agents.deploy", "export_main"),
     "predict": _imported("agents.deploy", "predict_main"),
     "convert": _imported("agents.convert", "convert_main"),

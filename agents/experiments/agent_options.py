@@ -6,7 +6,7 @@ changed at a time (:data:`OPTIONS`), evaluate it greedily on the same test image
 it image by image with the threshold curve and the full-information router at its FLOPs
 (paired bootstrap intervals per seed, :mod:`agents.experiments.significance`):
 
-    python -m agents.experiments.agent_options --table docs/results/tradeoff --betas 0.1 \\
+    python run_rl.py options --table docs/results/tradeoff --betas 0.1 \\
         --out docs/results/agent_options
 
 Each agent starts from the table's agent run at that beta (its ``config.yaml``: env, data,
@@ -216,10 +216,9 @@ def report(rows: list[dict], command: str) -> str:
     return "\n".join(lines) + "\n"
 
 
-def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(
-        prog="python -m agents.experiments.agent_options", description=__doc__.split("\n")[0]
-    )
+def options_main(argv: list[str]) -> int:
+    """``run_rl.py options``: train what is missing, evaluate, write the report."""
+    parser = argparse.ArgumentParser(prog="run_rl.py options", description=__doc__.split("\n")[0])
     parser.add_argument("--table", type=Path, default=Path("docs/results/tradeoff"))
     parser.add_argument("--betas", type=float, nargs="+", default=[0.1])
     parser.add_argument("--options", nargs="+", default=list(OPTIONS), choices=list(OPTIONS))
@@ -237,9 +236,7 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for seed_dir in seed_dirs:
         rows += seed_rows(seed_dir, args.betas, args.options, args.out, device)
-    command = "python -m agents.experiments.agent_options " + " ".join(
-        argv if argv is not None else sys.argv[1:]
-    )
+    command = "python run_rl.py options " + " ".join(argv)
     write_json_atomic({"command": command, "rows": rows}, args.out / "options.json")
     write_text(args.out / "report.md", report(rows, command))
     print((args.out / "report.md").read_text())
@@ -247,4 +244,4 @@ def main(argv: list[str] | None = None) -> int:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(options_main(sys.argv[1:]))

@@ -70,7 +70,10 @@ REPO = Path(__file__).resolve().parents[2]
 TEXT_RUN = "runs/text/DynaLay-WikiText2-v0_ppo_s0_20261201-133635"
 #: Where CI's clean clone lay when it made the demo (``dynalay_checkpoint`` there).
 CI_SHIPPED_MODEL = "/tmp/ci/dynalay_env/shipped/FashionMNIST.pt"
-TRAINING = re.compile(r"^(table: seed \d+: training|reproduce: training|sweep: training)")
+TRAINING = re.compile(
+    r"^(table: seed \d+: training|reproduce: training|sweep: training"
+    r"|agent_options: seed\d+: training)"
+)
 EXPERIMENT_FILES = [
     f"{name}/{leaf}"
     for name in ("table4.1", "fig4.1", "fig4.2", "fig4.3", "fig4.4", "sec4.0.5", "introspection")
@@ -205,6 +208,24 @@ CHECKS = {
         ["results.json", "results.md"],
         run_at=TEXT_RUN,
         compare={"results.json": _same_data("ms_per_sample"), "results.md": _same_but_last_column},
+    ),  # fmt: skip
+    "agent_options": Check(
+        "agent_options",
+        "docs/results/agent_options",
+        # docs/results.md, issue 19's study: every agent re-evaluated from its run directory
+        [
+            "options",
+            "--table",
+            "docs/results/tradeoff",
+            "--betas",
+            "0.1",
+            "--out",
+            "docs/results/agent_options",
+            "--device",
+            "cpu",
+        ],
+        ["options.json", "report.md"],
+        needs=["docs/results/tradeoff"],
     ),  # fmt: skip
 }
 

@@ -30,7 +30,7 @@ def study(tmp_path_factory):
     out = root / "options"
     argv = ["--table", str(table), "--betas", "0.3", "--out", str(out), "--device", "cpu",
             "--options", "thesis", "shaping", "max_steps=2"]  # fmt: skip
-    assert agent_options.main(argv) == 0
+    assert run_rl.main(["options", *argv]) == 0
     return table, out, argv
 
 
@@ -64,6 +64,6 @@ def test_max_steps_2_is_compared_with_the_cascade_and_a_rerun_trains_nothing(stu
         for key in ("vs_threshold", "vs_router"):
             assert row[key]["low"] <= row[key]["mean"] <= row[key]["high"]
     capsys.readouterr()
-    assert agent_options.main(argv) == 0
+    assert run_rl.main(["options", *argv]) == 0
     assert "training" not in capsys.readouterr().err
     assert json.loads((out / "options.json").read_text())["rows"] == rows

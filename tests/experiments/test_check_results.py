@@ -54,4 +54,14 @@ def test_the_recorded_commands_give_the_committed_settings():
     table = _config(TableConfig, tradeoff.command[1:])
     recorded = json.loads((REPO / tradeoff.committed / "tradeoff.json").read_text())["config"]
     assert json.loads(json.dumps(table.__dict__)) == recorded
-    assert set(check_results.CHECKS) == {"tradeoff", "demo", "reproduction", "text"}
+    assert set(check_results.CHECKS) == {
+        "tradeoff",
+        "demo",
+        "reproduction",
+        "text",
+        "agent_options",
+    }
+    # the options study's recorded command is the one its report names
+    options = check_results.CHECKS["agent_options"]
+    report = (REPO / options.committed / "report.md").read_text()
+    assert f"`python run_rl.py {' '.join(options.command)}`" in report
