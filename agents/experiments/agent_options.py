@@ -10,7 +10,8 @@ it image by image with the threshold curve and the full-information router at it
         --out docs/results/agent_options
 
 Each agent starts from the table's agent run at that beta (its ``config.yaml``: env, data,
-budget, checkpoint), so the ``thesis`` option retrains exactly the table's agent and must give
+budget, checkpoint and the resolved PPO arguments, which ``ent_coef=0`` and ``4x rollout``
+change: no entropy bonus; 4x the steps per update and per minibatch), so the ``thesis`` option retrains exactly the table's agent and must give
 its row (a check the report states). Agents with ``max_steps=2`` are also compared with the
 per-step confidence cascade (loop again while unsure) on the same model: introspection judged
 against its strongest rival. One run directory per seed, option and beta under ``--out``
@@ -48,6 +49,15 @@ OPTIONS: dict[str, Callable[[TrainConfig], dict[str, Any]]] = {
     "bc": lambda base: {"bc_epochs": 5},  # warm start: cloned threshold rule, then PPO
     "bc+shaping": lambda base: {"bc_epochs": 5, "shaping": "nop"},
     "4x steps": lambda base: {"total_timesteps": 4 * base.total_timesteps},
+    # PPO's own settings (the run's resolved SB3 arguments, config.yaml's algo_kwargs)
+    "ent_coef=0": lambda base: {"algo_kwargs": {**base.algo_kwargs, "ent_coef": 0.0}},
+    "4x rollout": lambda base: {
+        "algo_kwargs": {
+            **base.algo_kwargs,
+            "n_steps": 4 * base.algo_kwargs["n_steps"],
+            "batch_size": 4 * base.algo_kwargs["batch_size"],
+        }
+    },
     "max_steps=2": lambda base: {"max_steps": 2},
     "max_steps=2+changes": lambda base: {"max_steps": 2, "observe_changes": True},
 }

@@ -67,3 +67,22 @@ def test_max_steps_2_is_compared_with_the_cascade_and_a_rerun_trains_nothing(stu
     assert run_rl.main(["options", *argv]) == 0
     assert "training" not in capsys.readouterr().err
     assert json.loads((out / "options.json").read_text())["rows"] == rows
+
+
+def test_the_ppo_options_change_only_their_sb3_argument():
+    """On a committed table agent's settings: ``ent_coef=0`` and ``4x rollout`` change the
+    resolved SB3 arguments they name and nothing else (the base stays untouched)."""
+    import dataclasses
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    base = load_run_config(repo / "docs/results/tradeoff/seed0/agent_beta_0.1")
+    kwargs = dict(base.algo_kwargs)
+    for option, changed in [
+        ("ent_coef=0", {"ent_coef": 0.0}),
+        ("4x rollout", {"n_steps": 4 * kwargs["n_steps"], "batch_size": 4 * kwargs["batch_size"]}),
+    ]:
+        config = dataclasses.replace(base, **agent_options.OPTIONS[option](base))
+        assert config.algo_kwargs == {**kwargs, **changed}, option
+        assert dataclasses.replace(config, algo_kwargs=kwargs) == base
+    assert base.algo_kwargs == kwargs
