@@ -25,7 +25,7 @@ from stable_baselines3.common.base_class import BaseAlgorithm
 from stable_baselines3.common.vec_env import VecEnv
 
 from agents.agent_zip import read_agent_data, safe_custom_objects
-from agents.config import TrainConfig, load_run_config
+from agents.config import HYPERPARAMS_FILE, TrainConfig, load_run_config
 from agents.files import (
     AGENT_FILE,
     MODEL_FILE,
@@ -39,7 +39,6 @@ from dynalay_env.core import observation_space
 from main_model import load_main_model
 
 ALGORITHMS: dict[str, type[BaseAlgorithm]] = {"ppo": PPO, "a2c": A2C, "dqn": DQN}
-HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 
 
 def algo_hyperparams(algo: str, env_id: str, conf: str | None = None) -> dict[str, Any]:

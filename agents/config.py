@@ -23,16 +23,11 @@ CONFIG_FILE = "config.yaml"  # in a run directory: the run's resolved TrainConfi
 TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
 
 
-def _algorithms() -> list[str]:
-    from agents.algorithms import ALGORITHMS  # which imports this module
-
-    return sorted(ALGORITHMS)
-
-
-def _conf_help() -> str:
-    from agents.algorithms import HYPERPARAMS_FILE
-
-    return f"hyperparameter YAML (default: {HYPERPARAMS_FILE.name})"
+#: ``--algo``'s choices: the keys of :data:`agents.algorithms.ALGORITHMS`, which imports this
+#: module (so it cannot be imported here; a test holds the two equal).
+ALGORITHM_NAMES = ("a2c", "dqn", "ppo")
+#: The hyperparameters each algorithm runs with unless ``--conf`` names another file.
+HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 
 
 @dataclass
@@ -45,7 +40,7 @@ class TrainConfig:
     Each field is one flag of ``run_rl.py`` (:mod:`agents.cli`: its help is the field's).
     """
 
-    algo: str = arg("ppo", "SB3 algorithm", choices=_algorithms)
+    algo: str = arg("ppo", "SB3 algorithm", choices=ALGORITHM_NAMES)
     env: str = arg("DynaLay-CIFAR10-v0", f"env id, one of {TRAINABLE_ENV_IDS}")
     seed: int = arg(0, "seed of the model and the agent")  # initialisation, path draws, agent
     data_seed: int = arg(
@@ -148,7 +143,7 @@ class TrainConfig:
     download: bool = arg(False, "let torchvision download the dataset")
     checkpoint: str | None = arg(None, "main-model checkpoint to start from (no pretraining)")
     logdir: str = arg("runs", "parent of the run directories")
-    conf: str | None = arg(None, _conf_help)
+    conf: str | None = arg(None, f"hyperparameter YAML (default: {HYPERPARAMS_FILE.name})")
     algo_kwargs: dict[str, Any] = arg(factory=dict, cli=False)
 
     @property

@@ -170,3 +170,10 @@ def test_resume_refuses_a_changed_flag_by_the_name_it_was_given():
     # A flag equal to the saved value, or one left out, is no conflict.
     same = ["--resume", "run", "--beta", "0.3", "--widths", "64", "128", "256"]
     assert run_rl.resume_conflicts(run_rl.build_parser().parse_args(same), saved) == []
+
+
+def test_the_algo_flags_choices_are_the_algorithm_registry():
+    from agents.algorithms import ALGORITHMS
+    from agents.config import ALGORITHM_NAMES
+
+    assert sorted(ALGORITHMS) == list(ALGORITHM_NAMES)
