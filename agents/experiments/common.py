@@ -1,8 +1,10 @@
-"""What every study shares: its data splits, one mean ± std over seeds, one way to say what it
-is doing, and the few file helpers of its reports."""
+"""What every study shares: its data splits, one way to build the trainer's config of its runs,
+one mean ± std over seeds, one way to say what it is doing, and the few file helpers of its
+reports."""
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -11,6 +13,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from agents.config import TrainConfig
 from dynalay_env.data import load_splits
 from dynalay_env.registry import dataset_of
 from main_model.io import atomic_write
@@ -30,6 +33,19 @@ def experiment_splits(config: Any, device) -> dict[str, Any]:
     if config.eval_size is not None and config.eval_size < len(splits["test"]):
         splits["test"] = splits["test"].subset(torch.arange(config.eval_size))
     return {name: split.to(device) for name, split in splits.items()}
+
+
+def train_config_from(study: Any, names: Sequence[str], **values: Any) -> TrainConfig:
+    """The :class:`~agents.config.TrainConfig` of one of a study's runs: the fields ``names``
+    copied from the study's config ``study`` (each a setting of the same name and meaning in
+    both), then ``values`` (what the run fixes: its algorithm, seed, checkpoint...; a value
+    given for a copied field wins, e.g. the beta of one agent among several); every other field
+    has the trainer's default."""
+    trainer_fields = {f.name for f in dataclasses.fields(TrainConfig)}
+    unknown = sorted(set(names) - trainer_fields)
+    if unknown:
+        raise ValueError(f"{unknown} are not fields of TrainConfig")
+    return TrainConfig(**{**{name: getattr(study, name) for name in names}, **values})
 
 
 def sample_std(values: Any, axis: int | None = None) -> Any:

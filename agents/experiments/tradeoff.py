@@ -66,7 +66,7 @@ from main_model.train import iterate_batches, train_main_model
 
 from .baselines import BASELINES, TRAINED_MODELS
 from .cli import SettingsMismatch, refuse_other_settings
-from .common import experiment_splits, mean_std, say
+from .common import experiment_splits, mean_std, say, train_config_from
 from .evaluation import DEFAULT_TAUS
 from .significance import (
     PER_IMAGE_FILE,
@@ -178,6 +178,22 @@ def train_model(name: str, config: TableConfig, seed: int, splits, out_dir: Path
     return record
 
 
+#: The table's settings its agents train with as they are (TrainConfig fields of the same name;
+#: its batch size and learning rate are the main models', which the agents leave frozen).
+AGENT_FIELDS = (
+    "env", "data_seed", "device", "num_envs", "total_timesteps", "widths", "strides",
+    "holdout_size", "train_size", "eval_size", "data_dir",
+)  # fmt: skip
+
+
+def table_agent_config(config: TableConfig, seed: int, beta: float, out_dir: Path) -> TrainConfig:
+    """The seed's PPO agent for ``beta``: RL only, on the frozen DynaLay model of ``out_dir``."""
+    return train_config_from(
+        config, AGENT_FIELDS, algo="ppo", seed=seed, rounds=1, supervised_epochs=0, beta=beta,
+        checkpoint=str(out_dir / "dynalay.pt"),
+    )  # fmt: skip
+
+
 def train_agents(config: TableConfig, seed: int, out_dir: Path) -> dict[float, Path]:
     """One agent per beta on the seed's frozen DynaLay model (skipped where it finished)."""
     run_dirs = {}
@@ -187,26 +203,7 @@ def train_agents(config: TableConfig, seed: int, out_dir: Path) -> dict[float, P
         if (run_dir / "summary.json").is_file():
             continue
         _say(f"seed {seed}: training the agent for beta={beta:g}")
-        train_config = TrainConfig(
-            algo="ppo",
-            env=config.env,
-            seed=seed,
-            data_seed=config.data_seed,
-            device=config.device,
-            num_envs=config.num_envs,
-            total_timesteps=config.total_timesteps,
-            rounds=1,
-            supervised_epochs=0,
-            beta=beta,
-            widths=config.widths,
-            strides=config.strides,
-            holdout_size=config.holdout_size,
-            train_size=config.train_size,
-            eval_size=config.eval_size,
-            data_dir=config.data_dir,
-            checkpoint=str(out_dir / "dynalay.pt"),
-        )
-        AlternatingTrainer(train_config, run_dir).run()
+        AlternatingTrainer(table_agent_config(config, seed, beta, out_dir), run_dir).run()
     return run_dirs
 
 

@@ -12,7 +12,6 @@ did not.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from pathlib import Path
 from typing import Any
@@ -30,8 +29,16 @@ from main_model.recipes import first_blocks_recipe, get_recipe
 from main_model.train import train_main_model
 
 from ..cli import refuse_other_settings
-from ..common import experiment_splits, json_scalar, say, write_text
+from ..common import experiment_splits, json_scalar, say, train_config_from, write_text
 from .config import CONFIG_FILE, ReproduceConfig
+
+#: The reproduction's settings its runs train with as they are (TrainConfig fields of the same
+#: name; its ``max_steps`` and ``betas`` are lists of runs', not one run's).
+TRAINER_FIELDS = (
+    "env", "data_seed", "num_envs", "total_timesteps", "rounds", "supervised_epochs", "alpha",
+    "beta", "batch_size", "learning_rate", "widths", "strides", "holdout_size", "train_size",
+    "eval_size", "data_dir", "device", "track_test",
+)  # fmt: skip
 
 
 def _say(message: str) -> None:
@@ -90,37 +97,17 @@ class Reproduction:
         save_main_model(model, path, metadata=metadata)
         return path
 
+    def pretrained_path(self, seed: int) -> Path:
+        """Where :meth:`pretrained_model` keeps the seed's model (trained or not)."""
+        return self.out / "models" / f"seed{seed}.pt"
+
     def pretrained_model(self, seed: int) -> Path:
         """``models/seed<s>.pt``: every block FPI, the settled recipe (Fig. 4.4's Model 3)."""
-        return self.trained_model(
-            self.out / "models" / f"seed{seed}.pt", seed, len(self.config.widths)
-        )
+        return self.trained_model(self.pretrained_path(seed), seed, len(self.config.widths))
 
     def train_config(self, seed: int, **changes: Any) -> TrainConfig:
-        config = self.config
-        base = TrainConfig(
-            algo="ppo",
-            env=config.env,
-            seed=seed,
-            data_seed=config.data_seed,
-            num_envs=config.num_envs,
-            total_timesteps=config.total_timesteps,
-            rounds=config.rounds,
-            supervised_epochs=config.supervised_epochs,
-            alpha=config.alpha,
-            beta=config.beta,
-            batch_size=config.batch_size,
-            learning_rate=config.learning_rate,
-            widths=config.widths,
-            strides=config.strides,
-            holdout_size=config.holdout_size,
-            train_size=config.train_size,
-            eval_size=config.eval_size,
-            data_dir=config.data_dir,
-            device=config.device,
-            track_test=config.track_test,
-        )
-        return dataclasses.replace(base, **changes)
+        """A PPO run of the seed with the reproduction's :data:`TRAINER_FIELDS`, and ``changes``."""
+        return train_config_from(self.config, TRAINER_FIELDS, algo="ppo", seed=seed, **changes)
 
     def _run(self, run_dir: Path, config: TrainConfig) -> dict[str, Any]:
         """An alternating-trainer run: its summary, trained (or resumed) when not finished."""
@@ -134,12 +121,8 @@ class Reproduction:
         """Epochs the arm's main model trained before its rounds (the shared pre-training)."""
         return 0 if arm.startswith("no-pretrain") else self.config.epochs
 
-    def alternating_run(self, arm: str, seed: int) -> tuple[Path, dict[str, Any]]:
-        """``alternating/<arm>/seed<s>``: the thesis's alternating training, one of :data:`ARMS`:
-        from the seed's pre-trained model (``pretrained``), from its initialisation with the
-        same rounds (``no-pretrain``, the thesis's comparison) or with as many more rounds as
-        the pre-training had epochs (``no-pretrain-equal-budget``), or from the pre-trained
-        model with each round's supervised phase first (``no-agent-pretrain``)."""
+    def alternating_config(self, arm: str, seed: int) -> tuple[Path, TrainConfig]:
+        """The run directory and config of :meth:`alternating_run` (nothing trained)."""
         config = self.config
         if arm not in self.ARMS:
             raise ValueError(f"unknown arm {arm!r}; choose one of {self.ARMS}")
@@ -149,20 +132,31 @@ class Reproduction:
             extra_rounds = -(-config.epochs // config.supervised_epochs)
             changes = {"pretrain_epochs": 0, "rounds": config.rounds + extra_rounds}
         else:
-            changes = {"checkpoint": str(self.pretrained_model(seed))}
+            changes = {"checkpoint": str(self.pretrained_path(seed))}
             if arm == "no-agent-pretrain":
                 changes["agent_pretrain"] = False
         run_dir = self.out / "alternating" / arm / f"seed{seed}"
-        return run_dir, self._run(run_dir, self.train_config(seed, **changes))
+        return run_dir, self.train_config(seed, **changes)
 
-    def frozen_agent(
+    def alternating_run(self, arm: str, seed: int) -> tuple[Path, dict[str, Any]]:
+        """``alternating/<arm>/seed<s>``: the thesis's alternating training, one of :data:`ARMS`:
+        from the seed's pre-trained model (``pretrained``), from its initialisation with the
+        same rounds (``no-pretrain``, the thesis's comparison) or with as many more rounds as
+        the pre-training had epochs (``no-pretrain-equal-budget``), or from the pre-trained
+        model with each round's supervised phase first (``no-agent-pretrain``)."""
+        run_dir, config = self.alternating_config(arm, seed)
+        if config.checkpoint is not None:
+            self.pretrained_model(seed)  # trained first when missing
+        return run_dir, self._run(run_dir, config)
+
+    def frozen_agent_config(
         self, seed: int, beta: float, max_steps: int = 1, penalty: str = "consecutive"
-    ) -> dict[str, Any]:
-        """An agent trained on the seed's frozen pre-trained model; its test summary."""
+    ) -> tuple[Path, TrainConfig]:
+        """The run directory and config of :meth:`frozen_agent` (nothing trained)."""
         name = f"beta{beta:g}_steps{max_steps}_{penalty}"
         config = self.train_config(
             seed,
-            checkpoint=str(self.pretrained_model(seed)),
+            checkpoint=str(self.pretrained_path(seed)),
             beta=beta,
             max_steps=max_steps,
             penalty=penalty,
@@ -170,7 +164,14 @@ class Reproduction:
             supervised_epochs=0,
             track_test=0,
         )
-        return self._run(self.out / "agents" / f"seed{seed}" / name, config)
+        return self.out / "agents" / f"seed{seed}" / name, config
+
+    def frozen_agent(
+        self, seed: int, beta: float, max_steps: int = 1, penalty: str = "consecutive"
+    ) -> dict[str, Any]:
+        """An agent trained on the seed's frozen pre-trained model; its test summary."""
+        self.pretrained_model(seed)  # trained first when missing
+        return self._run(*self.frozen_agent_config(seed, beta, max_steps, penalty))
 
 
 # ----- from numbers to files ----------------------------------------------------------------------
