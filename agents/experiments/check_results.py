@@ -42,6 +42,11 @@ measured when their checkpoints were made and are stored in per-seed files the c
 so those outputs are compared byte for byte, PNG plots included (matplotlib writes no date into
 a PNG).
 
+``runs`` (:func:`replay_runs`): every committed run directory's agent is evaluated again on its
+main model and test images, as ``run_rl.py eval`` evaluates it, and must give its
+``summary.json``'s accuracy, FLOPs and action frequencies (the tables reuse their cached
+``policies.json``, so this is what shows that the shared run directories still act as recorded).
+
 Not checked: ``docs/results/tradeoff_200k_seed0_policies.json`` is the evaluation of agents
 trained for 200,000 steps whose checkpoints are not committed (``docs/results.md`` says how it
 was made): it cannot be regenerated without training them again. ``docs/results/loops/`` holds
@@ -316,22 +321,79 @@ def run_check(check: Check, root: Path, timeout: float) -> list[str]:
     return problems
 
 
+#: The check that replays every committed run directory's agent (:func:`replay_runs`).
+RUNS = "runs"
+
+
+def replay_runs(folder: str | Path = "docs/results") -> list[str]:
+    """Every committed run directory under ``folder`` (a ``config.yaml`` and a
+    ``summary.json``): its agent evaluated again greedily on its final main model and test
+    images, as ``run_rl.py eval`` evaluates it (:func:`~agents.experiments.evaluation.
+    evaluation_core`), must give its summary's accuracy, FLOPs and action frequencies (floats
+    to 1e-6 relative). A run committed without a complete final phase (the reproduction's
+    frozen agents keep their summaries only, the text runs their agents without the main model,
+    which is evaluated where the "text" check runs it) is counted and skipped. Returns one problem line per run
+    that does not reproduce; nothing is written."""
+    from agents.algorithms import load_agent_policy
+    from agents.config import load_run_config
+    from agents.evaluate import run_policy
+    from agents.experiments.evaluation import evaluation_core
+    from agents.files import final_checkpoints
+
+    problems, skipped, started = [], 0, time.perf_counter()
+    summaries = sorted(
+        p for p in (REPO / folder).rglob("summary.json") if (p.parent / "config.yaml").is_file()
+    )
+    previous = Path.cwd()
+    os.chdir(REPO)  # run directories record their paths relative to the repository
+    try:
+        for summary_file in summaries:
+            run_dir = summary_file.parent
+            if run_dir.is_relative_to(REPO):
+                run_dir = run_dir.relative_to(REPO)
+            try:
+                final_checkpoints(run_dir)
+            except FileNotFoundError:  # committed without its main model: summary (and agent)
+                skipped += 1
+                continue
+            config = load_run_config(run_dir)
+            core, episodes, _ = evaluation_core(config, run_dir, "cpu", config.eval_size)
+            policy = load_agent_policy(run_dir, config.algo, "cpu")
+            result = run_policy(core, policy, episodes, "agent").to_json()
+            saved = json.loads(summary_file.read_text())
+            differing = [
+                key
+                for key in ("episodes", "accuracy", "relative_flops", "action_frequencies")
+                if not _close(json.loads(json.dumps(result[key])), saved[key], ())
+            ]
+            if differing:
+                problems.append(f"{run_dir}: its agent now gives another {', '.join(differing)}")
+    finally:
+        os.chdir(previous)
+    seconds = time.perf_counter() - started
+    verdict = "all reproduce their summary" if not problems else f"{len(problems)} differ"
+    print(f"check-results: {RUNS}: {len(summaries) - skipped} run directories replayed in "
+          f"{seconds:.0f} s: {verdict} ({skipped} committed without checkpoints: their summaries "
+          "(and agents) only)", flush=True)  # fmt: skip
+    return problems
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(
         prog="check_results",
         description="Regenerate every committed results directory from its recorded command "
         "(nothing retrained) and compare it with the committed files.",
     )
-    parser.add_argument("checks", nargs="*", help=f"some of {list(CHECKS)} (default: all)")
+    parser.add_argument("checks", nargs="*", help=f"some of {[*CHECKS, RUNS]} (default: all)")
     parser.add_argument("--keep", action="store_true", help="keep the temporary directory")
     parser.add_argument(
         "--timeout", type=float, default=1800, help="seconds per command before it counts failed"
     )
     args = parser.parse_args(argv)
-    names = args.checks or list(CHECKS)
-    unknown = sorted(set(names) - set(CHECKS))
+    names = args.checks or [*CHECKS, RUNS]
+    unknown = sorted(set(names) - {*CHECKS, RUNS})
     if unknown:
-        parser.error(f"unknown checks {unknown}; choose among {list(CHECKS)}")
+        parser.error(f"unknown checks {unknown}; choose among {[*CHECKS, RUNS]}")
     scratch = Path(tempfile.mkdtemp(prefix="check-results-"))
     root = scratch / "repo"
     root.mkdir()
@@ -340,7 +402,9 @@ def main(argv: list[str] | None = None) -> int:
     problems: list[str] = []
     try:
         for name in names:
-            problems += run_check(CHECKS[name], root, args.timeout)
+            problems += (
+                replay_runs() if name == RUNS else run_check(CHECKS[name], root, args.timeout)
+            )
     finally:
         if args.keep:
             print(f"check-results: the regenerated files are in {root}")

@@ -65,3 +65,28 @@ def test_the_recorded_commands_give_the_committed_settings():
     options = check_results.CHECKS["agent_options"]
     report = (REPO / options.committed / "report.md").read_text()
     assert f"`python run_rl.py {' '.join(options.command)}`" in report
+
+
+def test_replaying_a_run_directory_reproduces_its_summary_and_names_one_that_does_not(
+    tmp_path, capsys
+):
+    from conftest import write_mnist_files
+
+    import run_rl
+
+    write_mnist_files(tmp_path / "data", n_train=30, n_test=10)
+    flags = [
+        "--env", "DynaLay-MNIST-v0", "--device", "cpu", "--widths", "2", "2", "2",
+        "--pretrain-epochs", "1", "--rounds", "1", "--total-timesteps", "32", "--num-envs", "4",
+        "--holdout-size", "10", "--eval-size", "8", "--batch-size", "8",
+        "--data-dir", str(tmp_path / "data"), "--logdir", str(tmp_path / "runs"),
+    ]  # fmt: skip
+    assert run_rl.main(flags) == 0
+    (run_dir,) = list((tmp_path / "runs").iterdir())
+    assert check_results.replay_runs(tmp_path / "runs") == []
+    assert "1 run directories replayed" in capsys.readouterr().out
+    summary = json.loads((run_dir / "summary.json").read_text())
+    summary["accuracy"] = summary["accuracy"] + 0.125  # one more of the 8 images right
+    (run_dir / "summary.json").write_text(json.dumps(summary))
+    (problem,) = check_results.replay_runs(tmp_path / "runs")
+    assert str(run_dir) in problem and "accuracy" in problem
