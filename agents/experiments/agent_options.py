@@ -40,7 +40,7 @@ from main_model.io import write_json_atomic
 
 from .common import mean_std, paired_interval, say, write_text
 from .evaluation import evaluation_core
-from .significance import PER_IMAGE_FILE, curve_mixture, load_per_image
+from .significance import PER_IMAGE_FILE, curve_mixture, load_per_image, verdict
 
 #: option -> the changes it makes to the table agent's TrainConfig.
 OPTIONS: dict[str, Callable[[TrainConfig], dict[str, Any]]] = {
@@ -157,15 +157,6 @@ def seed_rows(seed_dir: Path, betas, options, out: Path, device) -> list[dict]:
                 ]
             rows.append(row)
     return rows
-
-
-def verdict(cells: list[dict]) -> str:
-    """``better`` / ``worse`` where every seed's interval excludes zero on that side."""
-    if all(c["low"] > 0 for c in cells):
-        return "better"
-    if all(c["high"] < 0 for c in cells):
-        return "worse"
-    return "not significant"
 
 
 def report(rows: list[dict], command: str) -> str:

@@ -182,6 +182,16 @@ def curve_mixture(
     return weight * columns[low] + (1 - weight) * columns[high], f"{low} / {high} mixture"
 
 
+def verdict(cells: list[dict[str, Any]]) -> str:
+    """``better`` / ``worse`` where every seed's interval (``low``, ``high``) excludes zero on
+    that side, else ``not significant``."""
+    if all(c["low"] > 0 for c in cells):
+        return "better"
+    if all(c["high"] < 0 for c in cells):
+        return "worse"
+    return "not significant"
+
+
 def paired_comparisons(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, Any]]:
     """Per compared policy and rival (threshold curve, each wider plain CNN): per seed the mean
     difference in accuracy and its 95% paired bootstrap interval, the mean ± std over seeds,
@@ -204,19 +214,13 @@ def paired_comparisons(per_seed: dict[int, dict[str, Any]]) -> list[dict[str, An
                     other, how = columns[rival], rival
                 mean, low, high = paired_interval(columns[column_name(name)] - other, seed=seed)
                 cells.append({"seed": seed, "mean": mean, "low": low, "high": high, "how": how})
-            if all(c["low"] > 0 for c in cells):
-                verdict = "better"
-            elif all(c["high"] < 0 for c in cells):
-                verdict = "worse"
-            else:
-                verdict = "not significant"
             out.append(
                 {
                     "policy": f"DynaLay {name}",  # as the table's rows name it
                     "rival": "threshold at its FLOPs" if rival == "threshold" else rival,
                     "per_seed": cells,
                     "over_seeds": mean_std([c["mean"] for c in cells]),
-                    "verdict": verdict,
+                    "verdict": verdict(cells),
                 }
             )
     return out
