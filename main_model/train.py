@@ -212,12 +212,14 @@ def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) ->
 
 def straight_logits_of(model: DynaLayNet) -> Teacher:
     """A :data:`Teacher` from a trained main model: its straight pass's logits, in eval mode
-    and without gradient (a plain CNN baseline is a main model trained on that path only)."""
+    and without gradient (a plain CNN baseline is a main model trained on that path only),
+    on the device of the images it is given, wherever the teacher's weights are."""
     model.eval().requires_grad_(False)
+    device = next(model.parameters()).device
 
     def logits(images: Tensor) -> Tensor:
         with torch.no_grad():
-            return model.straight(images).state.logits
+            return model.straight(images.to(device)).state.logits.to(images.device)
 
     return logits
 
