@@ -166,15 +166,10 @@ def command(which: str, run_dir: Path, tmp_path: Path) -> list[str]:
     }[which]
 
 
-# ----- pickles from before ------------------------------------------------------------------------
-@pytest.mark.parametrize("name", ["vecnormalize.pkl", "replay_buffer.pkl"])
-@pytest.mark.parametrize("which", ["eval", "export", "resume", "sweep"])
-def test_a_pickle_in_the_run_directory_is_refused_and_never_loaded(
-    which, name, sweep_logdir, tmp_path, capsys
-):
-    logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
-    marker = tmp_path / "marker"
-    folder = plant_pickle(run_dir, marker, name)
+def assert_pickle_refused(which, name, folder, logdir, run_dir, marker, tmp_path, capsys):
+    """``which`` on a run directory whose ``folder`` holds the crafted pickle ``name``: the
+    payload never runs, exit 2 with the file and the convert remedy named, no traceback, no
+    exported file and no results written; and the payload was live."""
     results = results_in(logdir)
     code = run_rl.main(command(which, run_dir, tmp_path))
     assert not marker.exists(), "the crafted file's payload ran"
@@ -185,6 +180,18 @@ def test_a_pickle_in_the_run_directory_is_refused_and_never_loaded(
     assert "Traceback" not in err and not (tmp_path / "dynalay.pt").exists()
     assert results_in(logdir) == results
     assert_live(marker, lambda: pickle.loads((folder / name).read_bytes()))
+
+
+# ----- pickles from before ------------------------------------------------------------------------
+@pytest.mark.parametrize("name", ["vecnormalize.pkl", "replay_buffer.pkl"])
+@pytest.mark.parametrize("which", ["eval", "export", "resume", "sweep"])
+def test_a_pickle_in_the_run_directory_is_refused_and_never_loaded(
+    which, name, sweep_logdir, tmp_path, capsys
+):
+    logdir, run_dir = copy_logdir(sweep_logdir, tmp_path)
+    marker = tmp_path / "marker"
+    folder = plant_pickle(run_dir, marker, name)
+    assert_pickle_refused(which, name, folder, logdir, run_dir, marker, tmp_path, capsys)
 
 
 @pytest.mark.parametrize("name", ["vecnormalize.pkl", "replay_buffer.pkl"])
@@ -198,15 +205,7 @@ def test_a_pickle_in_the_phase_a_resumed_run_goes_back_to_is_refused(
     marker = tmp_path / "marker"
     (final_checkpoints(run_dir) / "manifest.json").unlink()
     folder = plant_pickle(run_dir, marker, name, RunDirectory(run_dir).phase_folder("pretrain"))
-    results = results_in(logdir)
-    code = run_rl.main(command(which, run_dir, tmp_path))
-    assert not marker.exists(), "the crafted file's payload ran"
-    assert code == 2
-    err = capsys.readouterr().err
-    assert f"{folder} holds {name}" in err and "does not load" in err
-    assert f"python run_rl.py convert {run_dir} --trust-pickles" in err
-    assert "Traceback" not in err and results_in(logdir) == results
-    assert_live(marker, lambda: pickle.loads((folder / name).read_bytes()))
+    assert_pickle_refused(which, name, folder, logdir, run_dir, marker, tmp_path, capsys)
 
 
 def test_convert_needs_trust_then_writes_the_same_statistics_as_plain_files(
