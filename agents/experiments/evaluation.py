@@ -89,19 +89,25 @@ def evaluate_run(
         )
     }
     results = evaluate_all(core, agent, episodes, list(taus), threshold_loop, progress=progress)
-    holdout = load_splits(
+    splits = load_splits(
         dataset_of(config.env),
         config.data_dir,
         config.holdout_size,
         config.data_seed,
         config.download,
-    )["holdout"].to(resolved)
+    )
+    holdout = splits["holdout"].to(resolved)
     # The router reads the default observation: an agent that saw what its loops changed is
     # compared with it on the same images and model, observed as the router was fitted.
     router_core = core
     if config.observe_changes:
-        plain = dataclasses.replace(config, observe_changes=False)
-        router_core = evaluation_core(plain, run_dir, resolved, eval_size)[0]
+        router_core, _ = sequential_core(
+            core.model,
+            splits["test"],
+            mdp=dataclasses.replace(config.mdp, observe_changes=False),
+            device=resolved,
+            episodes=eval_size,
+        )
     routers, cross_fit, _ = router_results(
         core.model, holdout, router_core, episodes, config.mdp.alpha, ROUTER_BETAS, config.seed,
         progress,
