@@ -7,7 +7,9 @@ What produced the loop tables of docs/results.md ("Loops worth their FLOPs"), e.
     python bench/loop_search.py --report --out runs/loops      # the table over seeds
 
 A variant is a base loop operator with ``+option`` suffixes (``+feedback``, ``+jfb``,
-``+phantom``, ``+hard``, ``+unsure``, ``+rank8``, ``+last``, ``+distill``: :func:`variant_settings`;
+``+phantom``, ``+hard``, ``+unsure``, ``+rank8``, ``+last``, ``+distill``, ``+jac`` (the Jacobian
+regulariser, weight 1; ``+jac0.1``), ``+iter2`` (a loss after 1 and 2 iterations too):
+:func:`variant_settings`;
 ``+distill`` distils the loop paths from the same seed's ``plain-2x`` in ``--out``, so list
 ``plain-2x`` before it), or a separately
 trained baseline: ``plain`` (the same network trained on its straight path only) and
@@ -84,6 +86,10 @@ def variant_settings(variant: str) -> tuple[dict, dict]:
             recipe.update(distill_weight=0.5, distill_temperature=4.0)
         elif option.startswith("rank"):
             config["loop_rank"] = int(option[4:])
+        elif option.startswith("jac"):  # Jacobian regulariser, weight 1 unless given: +jac0.1
+            recipe["jacobian_weight"] = float(option[3:] or 1.0)
+        elif option.startswith("iter") and option[4:].isdigit():  # loss after 1..K iterations
+            recipe["iterate_losses"] = tuple(range(1, int(option[4:]) + 1))
         else:
             raise SystemExit(f"unknown option {option!r} in variant {variant!r}")
     return config, recipe

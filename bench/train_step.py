@@ -43,8 +43,7 @@ def timed_step(model, optimizer, batch, recipe, generator) -> tuple[float, float
         optimizer,
         [batch],
         choose,
-        train_straight=recipe.train_straight,
-        solver=recipe.solver,
+        recipe=recipe,
     )
     return stats.seconds, stats.backward_seconds
 

@@ -38,6 +38,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 from torchdeq.grad import backward_factory
+from torchdeq.loss import jac_reg
 from torchdeq.solver import get_solver
 
 import main_model.distributed as distributed
@@ -332,6 +333,39 @@ class FixedPointLayer(nn.Module):
             (z_grad,) = self._implicit_backward(self, damped_f, result.z)
             result.z = z_grad
         return result
+
+    def unrolled(self, u: Tensor, z_init: Tensor, steps: int, weight: Tensor) -> FixedPointResult:
+        """Exactly ``steps`` applications of f from ``z_init``, differentiated by autograd through
+        every step: an iterate on the way to the fixed point, not the fixed point. What a loss
+        on several iterations reads (``Recipe.iterate_losses``); shapes as :meth:`loop`."""
+        if steps < 1:
+            raise ValueError(f"steps must be >= 1, got {steps}")
+        z = z_init
+        for _ in range(steps):
+            z_previous, z = z, self.f(z, u, weight)
+        with torch.no_grad():
+            step_size = (z - z_previous).flatten(1).norm(dim=1)
+            relative = step_size / (z.flatten(1).norm(dim=1) + _EPS)
+        batch = u.shape[0]
+        return FixedPointResult(
+            z,
+            torch.full((batch,), steps, dtype=torch.long, device=u.device),
+            torch.where(torch.isfinite(relative), relative, torch.inf).to(u.dtype),
+            ~torch.isfinite(relative),
+        )
+
+    def jacobian_penalty(self, u: Tensor, z_star: Tensor, weight: Tensor) -> Tensor:
+        """TorchDEQ's Jacobian regulariser at the fixed point: a one-vector Hutchinson estimate
+        of ||J_f(z*)||_F^2 / (numel of z*), with its graph (so it trains W and u).
+
+        u: the injection the loop iterated with (feedback included); z_star: (B, ...) its fixed
+        point (detached here: the penalty trains f at z*, not the path that reached z*);
+        ``weight``: the loop conv's effective weight of this step. A
+        small Frobenius norm is a map that converges in fewer iterations and forgets its warm
+        start (path independence, Bai et al. 2021 "Stabilizing Equilibrium Models by Jacobian
+        Regularization")."""
+        z0 = z_star.detach().requires_grad_()
+        return jac_reg(self.f(z0, u, weight), z0, vecs=1, create_graph=True)
 
 
 def _requires_grad(weight: Tensor | tuple[Tensor, ...]) -> bool:

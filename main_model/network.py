@@ -375,7 +375,13 @@ class FPINetwork(nn.Module):
         return tuple(block.loop_conv.effective_weight() for block in self.blocks)
 
     def _run_loop_actions(
-        self, state: NetState, counts: Sequence[int], weights: Sequence[Tensor], solver: str
+        self,
+        state: NetState,
+        counts: Sequence[int],
+        weights: Sequence[Tensor],
+        solver: str,
+        unroll: int = 0,
+        jacobian: bool = False,
     ) -> StepOutput:
         """Loop actions on samples sorted by action, deepest loop first (none is NOP).
 
@@ -386,6 +392,7 @@ class FPINetwork(nn.Module):
         action and block, which ran block 1's loop in as many small batches as there were
         actions (small convolutions cost several times more per sample on a CPU). A row that
         neither loops a block nor sees a new input there keeps its state (``output`` only).
+        ``unroll`` and ``jacobian``: as :meth:`step`.
         """
         batch, n = state.batch_size, self.n_blocks
         device = state.logits.device
@@ -396,6 +403,7 @@ class FPINetwork(nn.Module):
         # What feedback loops read: the prediction before this step (computed only if needed).
         feedback = any(block.has_feedback for block in self.blocks)
         probabilities = state.class_probabilities() if feedback else None
+        penalty = state.logits.new_zeros(()) if jacobian else None
         for index, block in enumerate(self.blocks):
             # rows whose action loops this block, and rows whose input here is new
             if from_input:
@@ -408,16 +416,28 @@ class FPINetwork(nn.Module):
                 u = new if fed == batch else torch.cat([new, u[fed:]])
             parts, residuals = [], []
             if looped:
-                result = block.loop(
+                u_loop = (
                     u[:looped]
                     if probabilities is None
-                    else block.loop_injection(u[:looped], probabilities[:looped]),
-                    state.z[index][:looped],
-                    self.config.tol,
-                    self.config.max_iter,
-                    solver,
-                    weights[index],
+                    else block.loop_injection(u[:looped], probabilities[:looped])
                 )
+                z_init = state.z[index][:looped]
+                if unroll:
+                    result = block.unrolled(u_loop, z_init, unroll, weights[index])
+                else:
+                    result = block.loop(
+                        u_loop,
+                        z_init,
+                        self.config.tol,
+                        self.config.max_iter,
+                        solver,
+                        weights[index],
+                    )
+                if jacobian:
+                    share = looped / batch  # each looped (sample, block) pair counts alike
+                    penalty = penalty + share * block.jacobian_penalty(
+                        u_loop, result.z, weights[index]
+                    )
                 parts.append(result.z)
                 residuals.append(result.residual.to(state.residual.dtype))
                 iterations[:looped, index] = result.iterations
@@ -444,13 +464,27 @@ class FPINetwork(nn.Module):
             torch.arange(n, 0, -1, device=device), repeats, output_size=batch
         )
         flops = self._step_flops_tensor(actions, iterations)
-        return StepOutput(new_state, flops, iterations, diverged)
+        return StepOutput(new_state, flops, iterations, diverged, penalty)
 
-    def step(self, state: NetState, actions: Tensor, solver: str = "fpi") -> StepOutput:
+    def step(
+        self,
+        state: NetState,
+        actions: Tensor,
+        solver: str = "fpi",
+        *,
+        unroll: int = 0,
+        jacobian: bool = False,
+    ) -> StepOutput:
         """Apply one action per sample. actions: (B,) ints in [0, n]; one batched run per block.
 
         ``solver``: ``fpi`` (per-sample fixed-point iteration) or TorchDEQ's ``anderson`` /
-        ``broyden`` (the DEQ baseline).
+        ``broyden`` (the DEQ baseline). Training options (:mod:`main_model.train`):
+        ``unroll`` > 0 stops every looped block after exactly that many iterations,
+        differentiated through them (an iterate on the way to the fixed point, for a loss on
+        several iterations; the action's FLOPs are those iterations'); ``jacobian`` also returns
+        :attr:`StepOutput.jacobian`, TorchDEQ's Jacobian regulariser at each looped block's
+        fixed point (:meth:`~main_model.fpi.FixedPointLayer.jacobian_penalty`), averaged over
+        the batch's looped (sample, block) pairs with the rows that do not loop counted as 0.
         """
         if solver not in SOLVERS:
             raise ValueError(f"solver must be one of {SOLVERS}, got {solver!r}")
@@ -474,15 +508,19 @@ class FPINetwork(nn.Module):
         if counts[0] == batch:  # all NOP: nothing runs, the state stays as it is
             flops = torch.zeros(batch, dtype=torch.long, device=device)
             iterations = torch.zeros(batch, n, dtype=torch.long, device=device)
-            return StepOutput(state, flops, iterations, torch.zeros_like(iterations, dtype=bool))
+            no_penalty = state.logits.new_zeros(()) if jacobian else None
+            return StepOutput(
+                state, flops, iterations, torch.zeros_like(iterations, dtype=bool), no_penalty
+            )
         weights = self.loop_weights()
+        options = dict(unroll=unroll, jacobian=jacobian)
         if max(counts) == batch:  # one loop action for all: no gather or scatter
-            return self._run_loop_actions(state, counts, weights, solver)
+            return self._run_loop_actions(state, counts, weights, solver, **options)
         # The looping samples, deepest loop first (a stable sort keeps their order within an
         # action), so each block's looped samples are a prefix of them; NOP rows come last.
         order = torch.argsort(actions, descending=True, stable=True)
         rows = order[: batch - counts[0]]
-        run = self._run_loop_actions(state.select(rows), counts, weights, solver)
+        run = self._run_loop_actions(state.select(rows), counts, weights, solver, **options)
         if counts[0] == 0:  # every row ran: put them back in place by the inverse order
             back = torch.argsort(order)
             return StepOutput(
@@ -490,6 +528,7 @@ class FPINetwork(nn.Module):
                 run.flops.index_select(0, back),
                 run.iterations.index_select(0, back),
                 run.diverged.index_select(0, back),
+                run.jacobian,
             )
         # NOP rows: nothing runs, their state stays as it is
         flops = torch.zeros(batch, dtype=torch.long, device=device).index_copy(0, rows, run.flops)
@@ -499,6 +538,7 @@ class FPINetwork(nn.Module):
             flops,
             iterations.index_copy(0, rows, run.iterations),
             torch.zeros_like(iterations, dtype=bool).index_copy(0, rows, run.diverged),
+            None if run.jacobian is None else run.jacobian * (len(rows) / batch),
         )
 
     def forward(self, inputs: Tensor, actions: Tensor | None = None, solver: str = "fpi") -> Tensor:

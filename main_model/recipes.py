@@ -55,6 +55,15 @@ class Recipe:
             :func:`main_model.train.fit`).
         distill_temperature: the softening temperature T of that KL (scaled by T^2, as in
             Hinton et al. 2015, so its gradient does not shrink with T).
+        iterate_losses: a loss on several iterations (TorchDEQ's fixed-point correction): each
+            loop path is also read after exactly these many iterations of every looped block
+            (increasing, each >= 1; backprop through them) and each such answer's
+            cross-entropy joins the loop loss, weighted ``iterate_gamma`` ** (how many states
+            come after it), the fixed point's weighing 1. () (the default): the fixed point only.
+        iterate_gamma: that decay, in (0, 1] (TorchDEQ's ``exp`` weighting, 0.8 there).
+        jacobian_weight: a weight >= 0 on TorchDEQ's Jacobian regulariser at every looped
+            block's fixed point (a Hutchinson estimate of ||J_f(z*)||_F^2 per element, Bai et
+            al. 2021), added to the batch's mean loss; 0 (the default) trains without it.
     """
 
     name: str
@@ -66,6 +75,9 @@ class Recipe:
     loop_weighting: str = "uniform"
     distill_weight: float = 0.0
     distill_temperature: float = 4.0
+    iterate_losses: tuple[int, ...] = ()
+    iterate_gamma: float = 0.8
+    jacobian_weight: float = 0.0
 
     def __post_init__(self) -> None:
         if self.loop_weighting not in LOOP_WEIGHTINGS:
@@ -83,6 +95,18 @@ class Recipe:
                 "distillation needs train_straight (the straight path learns the labels, the "
                 "loop paths the teacher)"
             )
+        steps = tuple(self.iterate_losses)
+        if any(not isinstance(k, int) or k < 1 for k in steps) or list(steps) != sorted(set(steps)):
+            raise ValueError(
+                f"iterate_losses must be increasing iteration counts >= 1, e.g. (1, 2), got {steps!r}"
+            )
+        object.__setattr__(self, "iterate_losses", steps)  # a list (from JSON) becomes a tuple
+        if steps and not self.train_straight:
+            raise ValueError("iterate_losses needs train_straight (they add to the loop loss)")
+        if not 0.0 < self.iterate_gamma <= 1.0:
+            raise ValueError(f"iterate_gamma must be in (0, 1], got {self.iterate_gamma}")
+        if self.jacobian_weight < 0:
+            raise ValueError(f"jacobian_weight must be >= 0, got {self.jacobian_weight}")
 
 
 RECIPES: dict[str, Recipe] = {

@@ -90,9 +90,12 @@ class StepOutput:
         flops: (B,) int64, FLOPs actually spent on each sample by this call.
         iterations: (B, n) int64, loop iterations spent per block (0 = not looped).
         diverged: (B, n) bool, a block's loop diverged on that sample.
+        jacobian: () the Jacobian regulariser of the looped blocks, when the step was asked
+            for it (``DynaLayNet.step(..., jacobian=True)``, training only); else None.
     """
 
     state: NetState
     flops: Tensor
     iterations: Tensor
     diverged: Tensor
+    jacobian: Tensor | None = None

@@ -123,29 +123,53 @@ class _Accumulator:
         )
 
 
-class PathLogits(nn.Module):
-    """One training step's forward as one module call: the straight pass, then each sample's
-    action. DDP hooks its gradient allreduce to a module's ``forward``, so both passes must run
-    inside one; in a single process it runs exactly what calling the model's methods runs.
+@dataclass
+class PathLogits:
+    """What one training step's forward computed, for :func:`sample_losses`.
+
+    Attributes:
+        straight: (B, K) logits of the straight pass.
+        chosen: (B, K) logits after each sample's action.
+        iterates: (B, K) logits of the same actions stopped after each of the recipe's
+            ``iterate_losses`` iterations (empty without them).
+        jacobian: () the step's Jacobian regulariser (None unless the recipe weights it).
     """
 
-    def __init__(self, model: DynaLayNet) -> None:
+    straight: Tensor
+    chosen: Tensor
+    iterates: tuple[Tensor, ...] = ()
+    jacobian: Tensor | None = None
+
+
+class TrainingForward(nn.Module):
+    """One training step's forward as one module call: the straight pass, then each sample's
+    action (and what the recipe's ``iterate_losses`` and ``jacobian_weight`` read). DDP hooks
+    its gradient allreduce to a module's ``forward``, so every pass must run inside one; in a
+    single process it runs exactly what calling the model's methods runs.
+    """
+
+    def __init__(self, model: DynaLayNet, recipe: Recipe | None = None) -> None:
         super().__init__()
         self.model = model
+        self.iterate_losses = () if recipe is None else recipe.iterate_losses
+        self.jacobian = recipe is not None and recipe.jacobian_weight > 0
 
-    def forward(
-        self, images: Tensor, actions: Tensor, solver: str = "fpi"
-    ) -> tuple[Tensor, Tensor]:
-        """Logits (B, K) of the straight pass and (B, K) after each sample's action."""
+    def forward(self, images: Tensor, actions: Tensor, solver: str = "fpi") -> PathLogits:
         straight = self.model.straight(images)
-        return straight.state.logits, self.model.step(straight.state, actions, solver).state.logits
+        chosen = self.model.step(straight.state, actions, solver, jacobian=self.jacobian)
+        iterates = tuple(
+            self.model.step(straight.state, actions, solver, unroll=steps).state.logits
+            for steps in self.iterate_losses
+        )
+        return PathLogits(straight.state.logits, chosen.state.logits, iterates, chosen.jacobian)
 
 
-def training_forward(model: DynaLayNet) -> nn.Module:
-    """The module :func:`train_epoch` calls for ``model``: :class:`PathLogits`, wrapped in
-    DistributedDataParallel when several processes train (:mod:`main_model.distributed`).
-    Build it once per training run, after ``requires_grad`` is set on what trains."""
-    return distributed.data_parallel(PathLogits(model))
+def training_forward(model: DynaLayNet, recipe: Recipe | None = None) -> nn.Module:
+    """The module :func:`train_epoch` calls for ``model`` trained with ``recipe``:
+    :class:`TrainingForward`, wrapped in DistributedDataParallel when several processes train
+    (:mod:`main_model.distributed`). Build it once per training run, after ``requires_grad``
+    is set on what trains."""
+    return distributed.data_parallel(TrainingForward(model, recipe))
 
 
 def _synchronize(device: torch.device) -> None:
@@ -154,52 +178,61 @@ def _synchronize(device: torch.device) -> None:
 
 
 def sample_losses(
-    straight_logits: Tensor,
-    logits: Tensor,
+    paths: PathLogits,
     labels: Tensor,
     actions: Tensor,
-    *,
-    train_straight: bool,
-    loop_weighting: str = "uniform",
+    recipe: Recipe,
     teacher_logits: Tensor | None = None,
-    distill_weight: float = 0.0,
-    distill_temperature: float = 4.0,
 ) -> tuple[Tensor, Tensor]:
     """THE LOSS of a training step, per sample: ``(sample_losses, path_losses)``, both (B,).
 
-    ``path_losses``: cross-entropy of each sample's chosen path (a language model's: the mean
-    over its positions). ``sample_losses``, what is minimised (its mean over the batch):
-    ``path_losses``, plus, with ``train_straight``, the straight pass's cross-entropy for every
-    sample (a NOP sample's path *is* the straight pass: counted once). Every option of the loss
-    belongs here, so :func:`train_epoch` and everything built on it share it.
+    ``path_losses``: cross-entropy of each sample's chosen path (``paths.chosen``; a language
+    model's: the mean over its positions). ``sample_losses``, what is minimised (its mean over
+    the batch, plus ``recipe.jacobian_weight`` x ``paths.jacobian``, :func:`train_epoch`):
+    ``path_losses``, plus, with ``recipe.train_straight``, the straight pass's cross-entropy
+    for every sample (a NOP sample's path *is* the straight pass: counted once). Every option
+    of the loss belongs here, so :func:`train_epoch` and everything built on it share it.
 
-    ``loop_weighting`` (:data:`~main_model.recipes.LOOP_WEIGHTINGS`, with ``train_straight``)
-    weights each loop path's loss by what the straight pass left to do, so the loop learns
-    what the straight pass lacks instead of a copy of it: ``hard`` by 1 - p_straight(label),
-    ``unsure`` by 1 - max p_straight (the samples a confidence policy sends to a loop), both
-    detached and scaled to mean 1 over the batch's loop samples; ``uniform`` weighs all alike.
+    ``recipe.loop_weighting`` (:data:`~main_model.recipes.LOOP_WEIGHTINGS`, with
+    ``train_straight``) weights each loop path's loss by what the straight pass left to do, so
+    the loop learns what the straight pass lacks instead of a copy of it: ``hard`` by
+    1 - p_straight(label), ``unsure`` by 1 - max p_straight (the samples a confidence policy
+    sends to a loop), both detached and scaled to mean 1 over the batch's loop samples;
+    ``uniform`` weighs all alike.
 
-    ``teacher_logits`` (same shape as ``logits``, with ``distill_weight`` w > 0 and
-    ``train_straight``): a loop path's loss becomes (1 - w) CE(label) + w T^2 KL(teacher_T ||
-    loop_T) at temperature T, so the loop learns what a stronger model knows beyond the label
-    while the straight path keeps learning the labels; the weighting above applies to both
-    terms. ``path_losses`` stays the cross-entropy (what the statistics report).
+    ``teacher_logits`` (same shape as the logits, with ``recipe.distill_weight`` w > 0): a
+    loop path's loss becomes (1 - w) CE(label) + w T^2 KL(teacher_T || loop_T) at temperature
+    T, so the loop learns what a stronger model knows beyond the label while the straight path
+    keeps learning the labels. ``paths.iterates`` (``recipe.iterate_losses``): the loop
+    path's answer after fewer iterations adds its cross-entropy, weighted gamma ** (states
+    after it). The weighting above applies to every loop term; ``path_losses`` stays the
+    chosen path's cross-entropy (what the statistics report).
     """
-    path_losses = per_sample(F.cross_entropy(logits, labels, reduction="none"))
-    if distill_weight > 0 and (teacher_logits is None or not train_straight):
-        raise ValueError("distill_weight > 0 needs teacher_logits and train_straight")
-    if train_straight:
-        straight_losses = per_sample(F.cross_entropy(straight_logits, labels, reduction="none"))
-        looped = (actions != 0).to(path_losses.dtype)
-        if loop_weighting != "uniform":
-            looped = looped * _loop_weights(straight_logits, labels, loop_weighting, looped)
-        loop_losses = path_losses
-        if distill_weight > 0:
-            loop_losses = (1.0 - distill_weight) * path_losses + distill_weight * _distillation(
-                logits, teacher_logits, distill_temperature
-            )
-        return straight_losses + loop_losses * looped, path_losses
-    return path_losses, path_losses
+    path_losses = per_sample(F.cross_entropy(paths.chosen, labels, reduction="none"))
+    if recipe.distill_weight > 0 and teacher_logits is None:
+        raise ValueError(f"recipe {recipe.name!r} distils its loops: teacher_logits are needed")
+    if len(paths.iterates) != len(recipe.iterate_losses):
+        raise ValueError(
+            f"recipe {recipe.name!r} reads the loops after {recipe.iterate_losses} iterations, "
+            f"got {len(paths.iterates)} such answers (build the forward with training_forward("
+            "model, recipe))"
+        )
+    if not recipe.train_straight:
+        return path_losses, path_losses
+    straight_losses = per_sample(F.cross_entropy(paths.straight, labels, reduction="none"))
+    looped = (actions != 0).to(path_losses.dtype)
+    if recipe.loop_weighting != "uniform":
+        looped = looped * _loop_weights(paths.straight, labels, recipe.loop_weighting, looped)
+    loop_losses = path_losses
+    if recipe.distill_weight > 0:
+        w = recipe.distill_weight
+        loop_losses = (1.0 - w) * path_losses + w * _distillation(
+            paths.chosen, teacher_logits, recipe.distill_temperature
+        )
+    for after, logits in enumerate(reversed(paths.iterates), start=1):
+        loss = per_sample(F.cross_entropy(logits, labels, reduction="none"))
+        loop_losses = loop_losses + recipe.iterate_gamma**after * loss
+    return straight_losses + loop_losses * looped, path_losses
 
 
 def _distillation(logits: Tensor, teacher_logits: Tensor, temperature: float) -> Tensor:
@@ -247,25 +280,24 @@ def train_epoch(
     choose_actions: ActionChooser,
     on_batch: Callable[[float], None] | None = None,
     *,
-    train_straight: bool = True,
-    solver: str = "fpi",
+    recipe: Recipe | str = "dynalay",
+    solver: str | None = None,
     scheduler: torch.optim.lr_scheduler.LRScheduler | None = None,
     forward: nn.Module | None = None,
-    loop_weighting: str = "uniform",
     teacher: Teacher | None = None,
-    distill_weight: float = 0.0,
-    distill_temperature: float = 4.0,
 ) -> EpochStats:
     """One pass over ``batches`` of (images (B, C, H, W), labels (B,)); cross-entropy loss.
 
     Each sample runs the straight pass then its chosen action; gradients through looped
     blocks are implicit (see :class:`main_model.fpi.FPIBlock`). The loss is
-    :func:`sample_losses` (``train_straight``, ``loop_weighting``, distillation from
-    ``teacher``'s logits of the same images: see there; under torchrun a weighting's mean is
-    taken over each rank's share). ``scheduler`` steps after
+    :func:`sample_losses` of ``recipe`` (its straight loss, loop weighting, iterate losses,
+    distillation from ``teacher``'s logits of the same images: see there; under torchrun a
+    weighting's mean is taken over each rank's share), plus ``recipe.jacobian_weight`` x the
+    step's Jacobian regulariser; the paths are ``choose_actions``', not the recipe's draws.
+    ``solver``: how loops run (default: the recipe's). ``scheduler`` steps after
     every optimiser step. ``on_batch(loss)`` is called after every step (progress bars).
-    ``forward``: :func:`training_forward` of ``model``, built once by the caller (default: one
-    built here). After every optimiser step the loss and the model's weights and statistics
+    ``forward``: :func:`training_forward` of ``model`` and ``recipe``, built once by the
+    caller (default: one built here). After every optimiser step the loss and the model's weights and statistics
     must be finite (:func:`check_finite_step`, the step's one extra host sync), else
     :class:`TrainingDiverged` is raised, naming the step (1-based within the epoch).
 
@@ -275,8 +307,10 @@ def train_epoch(
     scaled so that DDP's averaged gradient is that of the global batch's mean loss. The
     returned statistics cover every rank's samples; ``on_batch`` gets this rank's scaled loss.
     """
+    recipe = get_recipe(recipe) if isinstance(recipe, str) else recipe
+    solver = recipe.solver if solver is None else solver
     model.train()
-    forward = training_forward(model) if forward is None else forward
+    forward = training_forward(model, recipe) if forward is None else forward
     totals = _Accumulator(model.n_actions)
     started, backward_seconds = time.perf_counter(), 0.0
     shared = distributed.is_distributed()
@@ -287,7 +321,7 @@ def train_epoch(
             if shared:
                 shard = distributed.batch_shard(labels.shape[0])
                 images, labels, actions = (t[shard.rows] for t in (images, labels, actions))
-            straight_logits, logits = forward(images, actions, solver)
+            paths = forward(images, actions, solver)
         except torch.linalg.LinAlgError as error:
             # The FFT contraction bound's SVD fails on non-finite loop weights (ones that came
             # in with the model: the steps here are checked before the next forward).
@@ -299,20 +333,13 @@ def train_epoch(
         except TrainingDiverged as error:
             error.step = step
             raise
-        losses, path_losses = sample_losses(
-            straight_logits,
-            logits,
-            labels,
-            actions,
-            train_straight=train_straight,
-            loop_weighting=loop_weighting,
-            teacher_logits=None if teacher is None else teacher(images),
-            distill_weight=distill_weight,
-            distill_temperature=distill_temperature,
-        )
+        teacher_logits = teacher(images) if recipe.distill_weight > 0 else None
+        losses, path_losses = sample_losses(paths, labels, actions, recipe, teacher_logits)
         # One process: the mean, as always. Several: this rank's sum scaled by N / global rows,
         # which DDP's mean over the N ranks turns into the global batch's mean.
         loss = losses.sum() * shard.loss_scale if shared else losses.mean()
+        if paths.jacobian is not None:  # each rank's mean: DDP's mean of them is the batch's
+            loss = loss + recipe.jacobian_weight * paths.jacobian
         optimizer.zero_grad(set_to_none=True)
         _synchronize(images.device)
         backward_started = time.perf_counter()
@@ -324,8 +351,8 @@ def train_epoch(
         if scheduler is not None:
             scheduler.step()
         with torch.no_grad():
-            straight_correct = per_sample(straight_logits.argmax(dim=1) == labels)
-        correct = per_sample(logits.argmax(dim=1) == labels)
+            straight_correct = per_sample(paths.straight.argmax(dim=1) == labels)
+            correct = per_sample(paths.chosen.argmax(dim=1) == labels)
         totals.add(path_losses, correct, actions, straight_correct)
         if on_batch is not None:
             on_batch(float(loss.detach()))
@@ -399,7 +426,7 @@ def fit(
         if choose_actions is None
         else choose_actions
     )
-    forward = training_forward(model)  # one DDP wrapper for the whole run when distributed
+    forward = training_forward(model, recipe)  # one DDP wrapper for the whole run
     history = []
     for epoch in range(1, epochs + 1):
         try:
@@ -409,14 +436,11 @@ def fit(
                 epoch_batches(epoch),
                 choose,
                 on_batch,
-                train_straight=recipe.train_straight,
-                solver=recipe.solver if solver is None else solver,
+                recipe=recipe,
+                solver=solver,
                 scheduler=scheduler,
                 forward=forward,
-                loop_weighting=recipe.loop_weighting,
-                teacher=teacher if recipe.distill_weight > 0 else None,
-                distill_weight=recipe.distill_weight,
-                distill_temperature=recipe.distill_temperature,
+                teacher=teacher,
             )
         except TrainingDiverged as error:
             error.epoch = epoch

@@ -39,20 +39,22 @@ NAN_IN_SUPERVISED_DRIVER = """
 import sys
 import agents.trainer as trainer
 import run_rl
-from main_model.train import PathLogits
+from main_model.train import TrainingForward
 
-forward, supervised = PathLogits.forward, trainer.AlternatingTrainer._supervised_phase
+forward, supervised = TrainingForward.forward, trainer.AlternatingTrainer._supervised_phase
 poisoned = []
 
 def nan_forward(self, *args, **kwargs):
-    straight, logits = forward(self, *args, **kwargs)
-    return (straight, logits * float("nan")) if poisoned else (straight, logits)
+    paths = forward(self, *args, **kwargs)
+    if poisoned:
+        paths.chosen = paths.chosen * float("nan")
+    return paths
 
 def poisoned_supervised(self, round_index):
     poisoned.append(round_index)
     return supervised(self, round_index)
 
-PathLogits.forward = nan_forward
+TrainingForward.forward = nan_forward
 trainer.AlternatingTrainer._supervised_phase = poisoned_supervised
 sys.exit(run_rl.main(sys.argv[1:]))
 """

@@ -10,6 +10,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import socket
@@ -43,6 +44,11 @@ WORLD = 2
 # Batch 4 draws its actions with the dynalay recipe's generator (loop-1..3, seeded).
 FIXED_ACTIONS = [[1, 2, 3, 3, 1, 1, 2, 2], [0, 1, 2, 1, 0, 0, 0, 0], [3, 0, 1, 2, 3]]
 BATCH_SIZES = [8, 8, 5, 8]
+
+
+# The dynalay recipe's loss without its loop weighting, whose mean is each rank's (the
+# documented difference from one process), so one process and two compute the same loss.
+UNWEIGHTED_DYNALAY = dataclasses.replace(get_recipe("dynalay"), loop_weighting="uniform")
 
 
 def tiny_model(norm: str) -> DynaLayNet:
@@ -94,8 +100,8 @@ def train_a_few_steps(norm: str) -> DynaLayNet:
         optimizer,
         global_batches(),
         choose,
-        train_straight=get_recipe("dynalay").train_straight,
-        forward=training_forward(model),
+        recipe=UNWEIGHTED_DYNALAY,
+        forward=training_forward(model, UNWEIGHTED_DYNALAY),
     )
     return model
 

@@ -11,7 +11,7 @@ from torch.profiler import ProfilerActivity, profile
 import main_model.train as train
 from main_model.checkpoint import state_digest
 from main_model.divergence import TrainingDiverged, check_finite_step
-from main_model.train import PathLogits, fit, iterate_batches
+from main_model.train import TrainingForward, fit, iterate_batches
 
 TRAIN = make_splits("MNIST", n_train=64)["train"]  # 32 rows: 4 batches of 8 an epoch
 
@@ -48,15 +48,17 @@ def test_a_huge_learning_rate_stops_in_the_step_that_diverges_naming_epoch_and_s
 
 
 def test_a_forward_returning_nan_stops_at_that_step_and_names_the_loss(monkeypatch):
-    forward = PathLogits.forward
+    forward = TrainingForward.forward
     calls = []
 
     def nan_at_third_step(self, images, actions, solver="fpi"):
         calls.append(1)
-        straight, logits = forward(self, images, actions, solver)
-        return (straight, logits * float("nan")) if len(calls) == 3 else (straight, logits)
+        paths = forward(self, images, actions, solver)
+        if len(calls) == 3:
+            paths.chosen = paths.chosen * float("nan")
+        return paths
 
-    monkeypatch.setattr(PathLogits, "forward", nan_at_third_step)
+    monkeypatch.setattr(TrainingForward, "forward", nan_at_third_step)
     with pytest.raises(TrainingDiverged, match=r"epoch 1, step 3: the loss is nan"):
         fit_tiny(make_model("MNIST").train())
 

@@ -253,25 +253,26 @@ def test_residual_readout_trains_the_loop_not_the_straight_head():
 
 def test_loop_weighting_against_hand_computed_losses():
     from main_model.recipes import Recipe
-    from main_model.train import sample_losses
+    from main_model.train import PathLogits, sample_losses
 
     straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]))
     loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
+    paths = PathLogits(straight, loop)
     labels = torch.tensor([0, 0, 1])
     actions = torch.tensor([1, 2, 0])  # the third sample takes NOP: no loop loss
     ce_straight = -torch.log(torch.tensor([0.9, 0.4, 0.5]))
     ce_loop = -torch.log(torch.tensor([0.8, 0.3, 0.4]))
-    uniform, _ = sample_losses(straight, loop, labels, actions, train_straight=True)
+    uniform, _ = sample_losses(paths, labels, actions, Recipe("x", 1, None, True))
     torch.testing.assert_close(uniform, ce_straight + ce_loop * torch.tensor([1.0, 1.0, 0.0]))
     # hard: 1 - p_straight(label) = 0.1, 0.6 over the two looped samples, mean 0.35
     hard, _ = sample_losses(
-        straight, loop, labels, actions, train_straight=True, loop_weighting="hard"
+        paths, labels, actions, Recipe("x", 1, None, True, loop_weighting="hard")
     )
     weights = torch.tensor([0.1 / 0.35, 0.6 / 0.35, 0.0])
     torch.testing.assert_close(hard, ce_straight + ce_loop * weights)
     # unsure: 1 - max p_straight = 0.1, 0.4, mean 0.25
     unsure, _ = sample_losses(
-        straight, loop, labels, actions, train_straight=True, loop_weighting="unsure"
+        paths, labels, actions, Recipe("x", 1, None, True, loop_weighting="unsure")
     )
     torch.testing.assert_close(unsure, ce_straight + ce_loop * torch.tensor([0.4, 1.6, 0.0]))
     with pytest.raises(ValueError, match="loop_weighting must be one of"):
@@ -284,7 +285,7 @@ def test_distillation_against_hand_computed_losses():
     """A loop's loss = (1 - w) CE(label) + w T^2 KL(teacher_T || loop_T); the straight path
     and NOP samples learn the labels alone, and path_losses stays the cross-entropy."""
     from main_model.recipes import Recipe
-    from main_model.train import sample_losses
+    from main_model.train import PathLogits, sample_losses
 
     straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]))
     loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
@@ -292,6 +293,7 @@ def test_distillation_against_hand_computed_losses():
     labels = torch.tensor([0, 0, 1])
     actions = torch.tensor([1, 2, 0])
     weight, temperature = 0.25, 2.0
+    recipe = Recipe("x", 1, None, True, distill_weight=weight, distill_temperature=temperature)
 
     def softened(p: torch.Tensor) -> torch.Tensor:  # softmax(log p / T) = p^(1/T) normalised
         q = p ** (1 / temperature)
@@ -303,14 +305,7 @@ def test_distillation_against_hand_computed_losses():
     ce_straight = -torch.log(torch.tensor([0.9, 0.4, 0.5]))
     ce_loop = -torch.log(torch.tensor([0.8, 0.3, 0.4]))
     losses, path_losses = sample_losses(
-        straight,
-        loop,
-        labels,
-        actions,
-        train_straight=True,
-        teacher_logits=teacher,
-        distill_weight=weight,
-        distill_temperature=temperature,
+        PathLogits(straight, loop), labels, actions, recipe, teacher_logits=teacher
     )
     looped = torch.tensor([1.0, 1.0, 0.0])
     torch.testing.assert_close(
@@ -319,18 +314,11 @@ def test_distillation_against_hand_computed_losses():
     torch.testing.assert_close(path_losses, ce_loop)
     # a teacher that agrees with the loop leaves only the weighted cross-entropy
     same, _ = sample_losses(
-        straight,
-        loop,
-        labels,
-        actions,
-        train_straight=True,
-        teacher_logits=loop,
-        distill_weight=weight,
-        distill_temperature=temperature,
+        PathLogits(straight, loop), labels, actions, recipe, teacher_logits=loop
     )
     torch.testing.assert_close(same, ce_straight + (1 - weight) * ce_loop * looped)
-    with pytest.raises(ValueError, match="needs teacher_logits"):
-        sample_losses(straight, loop, labels, actions, train_straight=True, distill_weight=0.5)
+    with pytest.raises(ValueError, match="teacher_logits are needed"):
+        sample_losses(PathLogits(straight, loop), labels, actions, recipe)
     with pytest.raises(ValueError, match=r"distill_weight must be in \[0, 1\]"):
         Recipe("x", 1, None, True, distill_weight=1.5)
     with pytest.raises(ValueError, match="distillation needs train_straight"):
