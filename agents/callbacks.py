@@ -87,3 +87,45 @@ def _from_infos(infos: list[dict[str, Any]], dones: np.ndarray) -> dict[str, np.
     columns = {key: np.array([info[key] for info in finished]) for key in KEYS if key != "actions"}
     columns["actions"] = np.concatenate([np.asarray(info["actions"]) for info in finished])
     return columns
+
+
+class LinearEntropySchedule(BaseCallback):
+    """An actor-critic agent's entropy coefficient decayed linearly to 0 over one ``learn()``.
+
+    SB3's PPO and A2C take ``ent_coef`` as a constant; their ``train()`` reads
+    ``model.ent_coef`` at every update, so setting it at the end of each rollout (before that
+    rollout's update) to ``initial x`` the share of the phase's steps left when the rollout
+    began (1 for the first update) gives the schedule: exploration early in the phase, the
+    greedy policy's preferences at its end. Counted per ``learn()`` call (SB3's own progress
+    only moves at updates, so a phase resumed with ``reset_num_timesteps=False`` would start
+    from the last one's end). ``initial`` is the run's ``ent_coef`` (not the agent's current
+    one, which a phase ends near 0).
+    """
+
+    def __init__(self, initial: float) -> None:
+        super().__init__()
+        self.initial = float(initial)
+        self._first = self._total = self._rollout_start = 0
+
+    def _init_callback(self) -> None:
+        if not hasattr(self.model, "ent_coef") or not isinstance(self.model.ent_coef, float):
+            raise ValueError(
+                "ent_coef_schedule='linear' needs an agent with a constant float ent_coef "
+                f"(ppo, a2c); {type(self.model).__name__} has none"
+            )
+        self.model.ent_coef = self.initial
+
+    def _on_training_start(self) -> None:
+        self._first = self.model.num_timesteps  # SB3 has already added it to the total
+        self._total = max(int(self.locals["total_timesteps"]) - self._first, 1)
+
+    def _on_rollout_start(self) -> None:
+        self._rollout_start = self.model.num_timesteps
+
+    def _on_step(self) -> bool:
+        return True
+
+    def _on_rollout_end(self) -> None:
+        remaining = 1.0 - (self._rollout_start - self._first) / self._total
+        self.model.ent_coef = self.initial * max(remaining, 0.0)
+        self.logger.record("train/ent_coef", self.model.ent_coef)

@@ -26,6 +26,9 @@ TRAINABLE_ENV_IDS = sorted([*ENV_IDS.values(), *TEXT_ENV_IDS.values()])
 #: ``--algo``'s choices: the keys of :data:`agents.algorithms.ALGORITHMS`, which imports this
 #: module (so it cannot be imported here; a test holds the two equal).
 ALGORITHM_NAMES = ("a2c", "dqn", "ppo")
+#: How the entropy coefficient of an actor-critic agent moves during a phase
+#: (:class:`agents.callbacks.LinearEntropySchedule`).
+ENT_COEF_SCHEDULES = ("constant", "linear")
 #: The hyperparameters each algorithm runs with unless ``--conf`` names another file.
 HYPERPARAMS_FILE = Path(__file__).with_name("hyperparams.yml")
 
@@ -118,6 +121,12 @@ class TrainConfig:
         "before the first RL phase, fit the policy to the confidence-threshold rule for "
         "this many epochs on the holdout's observations (0: off)",
         type=non_negative_int,
+    )
+    ent_coef_schedule: str = arg(
+        "constant",
+        "the entropy coefficient (ppo, a2c): 'constant' (SB3's), or 'linear': decayed from "
+        "the run's ent_coef to 0 over each RL phase (explores early, exploits late)",
+        choices=ENT_COEF_SCHEDULES,
     )
     bc_tau: float = arg(
         0.5,

@@ -57,7 +57,7 @@ from torch.utils.tensorboard import SummaryWriter
 import main_model.distributed as distributed
 from agents.algorithms import ALGORITHMS, algo_hyperparams, load_agent
 from agents.behaviour_cloning import clone_threshold_rule
-from agents.callbacks import DynaLayMetricsCallback
+from agents.callbacks import DynaLayMetricsCallback, LinearEntropySchedule
 from agents.config import CONFIG_FILE, TrainConfig, check_run_config, write_run_config
 from agents.evaluate import PolicyResult, first_decision_metrics, run_policy
 from agents.files import (
@@ -116,6 +116,11 @@ class AlternatingTrainer:
             **algo_hyperparams(config.algo, config.env, config.conf),
             **config.algo_kwargs,
         }
+        if config.ent_coef_schedule != "constant" and config.algo not in ("ppo", "a2c"):
+            raise ValueError(
+                f"--ent-coef-schedule {config.ent_coef_schedule} needs an actor-critic agent "
+                f"with an entropy bonus (--algo ppo or a2c), not {config.algo}"
+            )
         # rl-zoo3 convention: `normalize` in the hyperparameters wraps the env in VecNormalize.
         normalize = self.algo_kwargs.get("normalize", False)
         self.normalize: dict[str, Any] | None = (
@@ -372,10 +377,13 @@ class AlternatingTrainer:
             self.agent = self._new_agent()
         self.agent._last_obs = None  # type: ignore[assignment]  # fresh episodes on a fresh env
         self.agent.set_random_seed(self.phase_seed)  # also its env's samples and its action space
-        metrics = DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)
+        callbacks = [DynaLayMetricsCallback(self.core.n_actions, self.core.n_blocks)]
+        callbacks.append(FiniteObservations())
+        if self.config.ent_coef_schedule == "linear":
+            callbacks.append(LinearEntropySchedule(self.algo_kwargs.get("ent_coef", 0.0)))
         self.agent.learn(
             self.config.total_timesteps,
-            callback=[metrics, FiniteObservations()],
+            callback=callbacks,
             reset_num_timesteps=False,
             progress_bar=True,
         )

@@ -51,6 +51,7 @@ OPTIONS: dict[str, Callable[[TrainConfig], dict[str, Any]]] = {
     "4x steps": lambda base: {"total_timesteps": 4 * base.total_timesteps},
     # PPO's own settings (the run's resolved SB3 arguments, config.yaml's algo_kwargs)
     "ent_coef=0": lambda base: {"algo_kwargs": {**base.algo_kwargs, "ent_coef": 0.0}},
+    "ent_coef linear": lambda base: {"ent_coef_schedule": "linear"},  # 0.01 -> 0 per phase
     "4x rollout": lambda base: {
         "algo_kwargs": {
             **base.algo_kwargs,

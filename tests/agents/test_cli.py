@@ -77,6 +77,7 @@ TRAINING_FLAGS = {
     "shaping": "--shaping",
     "observe_changes": "--observe-changes",
     "bc_epochs": "--bc-epochs",
+    "ent_coef_schedule": "--ent-coef-schedule",
     "bc_tau": "--bc-tau",
     "batch_size": "--batch-size",
     "learning_rate": "--lr",
