@@ -8,7 +8,8 @@ What produced the loop tables of docs/results.md ("Loops worth their FLOPs"), e.
 
 A variant is a base loop operator with ``+option`` suffixes (``+feedback``, ``+jfb``,
 ``+phantom``, ``+hard``, ``+unsure``, ``+rank8``, ``+last``, ``+distill``, ``+jac`` (the Jacobian
-regulariser, weight 1; ``+jac0.1``), ``+iter2`` (a loss after 1 and 2 iterations too):
+regulariser, weight 1; ``+jac0.1``), ``+iter2`` (a loss after 1 and 2 iterations too),
+``+share0.5`` (half of each batch takes a loop path, the rest NOP):
 :func:`variant_settings`;
 ``+distill`` distils the loop paths from the same seed's ``plain-2x`` in ``--out``, so list
 ``plain-2x`` before it), or a separately
@@ -86,6 +87,8 @@ def variant_settings(variant: str) -> tuple[dict, dict]:
             recipe.update(distill_weight=0.5, distill_temperature=4.0)
         elif option.startswith("rank"):
             config["loop_rank"] = int(option[4:])
+        elif option.startswith("share"):  # a share of each batch loops: +share0.5
+            recipe["loop_share"] = float(option[5:])
         elif option.startswith("jac"):  # Jacobian regulariser, weight 1 unless given: +jac0.1
             recipe["jacobian_weight"] = float(option[3:] or 1.0)
         elif option.startswith("iter") and option[4:].isdigit():  # loss after 1..K iterations

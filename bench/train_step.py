@@ -19,6 +19,7 @@ its gradient, forward and backward, timed on its own). The ratio lines are what 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import statistics
 import time
 
@@ -68,7 +69,12 @@ def synchronize(device: torch.device) -> None:
 
 
 def measure(
-    setting: str, config_changes: dict, repeats: int, device: torch.device, seed: int = 0
+    setting: str,
+    config_changes: dict,
+    repeats: int,
+    device: torch.device,
+    seed: int = 0,
+    loop_share: float = 1.0,
 ) -> dict:
     torch.manual_seed(seed)
     config = DynaLayConfig(**SETTINGS[setting], **config_changes)
@@ -83,7 +89,10 @@ def measure(
     bounds = []
     for repeat in range(repeats + 1):  # the first round warms up
         for name, model in models.items():
-            seconds, back = timed_step(model, optimizers[name], batch, RECIPES[name], generator)
+            recipe = RECIPES[name]
+            if name == "dynalay" and loop_share < 1.0:
+                recipe = dataclasses.replace(recipe, loop_share=loop_share)
+            seconds, back = timed_step(model, optimizers[name], batch, recipe, generator)
             if repeat:
                 times[name].append(seconds)
                 if name == "dynalay":
@@ -105,6 +114,13 @@ def main() -> None:
     parser.add_argument("--operators", nargs="+", default=None, help="loop operators to compare")
     parser.add_argument("--backwards", nargs="+", default=None, help="ift, phantom, jfb")
     parser.add_argument("--settings", nargs="+", default=list(SETTINGS), choices=list(SETTINGS))
+    parser.add_argument(
+        "--loop-shares",
+        type=float,
+        nargs="+",
+        default=[1.0],
+        help="Recipe.loop_share of the dynalay rows (the share of each batch that loops)",
+    )
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--device", default="auto", help="auto (cuda if available), cpu, cuda")
@@ -131,18 +147,22 @@ def main() -> None:
                 # The thesis-size conv3x3's FFT bound takes seconds a step: fewer repeats.
                 heavy = setting == "64 128 256" and operator == "conv3x3"
                 repeats = min(args.repeats, 2) if heavy else args.repeats
-                changes = dict(extra, loop_operator=operator, backward=backward)
-                result = measure(setting, changes, repeats, device)
-                settings = [operator, backward, *args.set]
-                default_row = (operator, backward) == (default.loop_operator, default.backward)
-                tag = "" if default_row and not args.set else f" [{', '.join(settings)}]"
-                print(
-                    f"training step time ratio dynalay/plain at widths {setting}: "
-                    f"{result['ratio']:.2f}{tag} (plain {result['plain_ms']:.0f} ms, dynalay "
-                    f"{result['dynalay_ms']:.0f} ms; backward {result['backward_share']:.0%}, "
-                    f"bound {result['bound_share']:.0%} of the dynalay step)",
-                    flush=True,
-                )
+                for share in args.loop_shares:
+                    changes = dict(extra, loop_operator=operator, backward=backward)
+                    result = measure(setting, changes, repeats, device, loop_share=share)
+                    settings = [operator, backward, *args.set]
+                    settings += [f"loop_share={share:g}"] if share < 1.0 else []
+                    default_row = (operator, backward) == (default.loop_operator, default.backward)
+                    plain_row = default_row and not args.set and share == 1.0
+                    tag = "" if plain_row else f" [{', '.join(settings)}]"
+                    print(
+                        f"training step time ratio dynalay/plain at widths {setting}: "
+                        f"{result['ratio']:.2f}{tag} (plain {result['plain_ms']:.0f} ms, dynalay "
+                        f"{result['dynalay_ms']:.0f} ms; backward "
+                        f"{result['backward_share']:.0%}, bound {result['bound_share']:.0%} "
+                        "of the dynalay step)",
+                        flush=True,
+                    )
 
 
 if __name__ == "__main__":

@@ -205,7 +205,8 @@ def sample_losses(
     T, so the loop learns what a stronger model knows beyond the label while the straight path
     keeps learning the labels. ``paths.iterates`` (``recipe.iterate_losses``): the loop
     path's answer after fewer iterations adds its cross-entropy, weighted gamma ** (states
-    after it). The weighting above applies to every loop term; ``path_losses`` stays the
+    after it). With ``recipe.loop_share`` < 1 every loop term is scaled by 1 / share (the
+    share of samples that loop). The weighting above applies to every loop term; ``path_losses`` stays the
     chosen path's cross-entropy (what the statistics report).
     """
     path_losses = per_sample(F.cross_entropy(paths.chosen, labels, reduction="none"))
@@ -223,6 +224,8 @@ def sample_losses(
     looped = (actions != 0).to(path_losses.dtype)
     if recipe.loop_weighting != "uniform":
         looped = looped * _loop_weights(paths.straight, labels, recipe.loop_weighting, looped)
+    if recipe.loop_share < 1.0:  # fewer samples loop: each stands for 1 / share of them
+        looped = looped / recipe.loop_share
     loop_losses = path_losses
     if recipe.distill_weight > 0:
         w = recipe.distill_weight

@@ -1,12 +1,15 @@
-"""A loss on several iterations (``Recipe.iterate_losses``) and the Jacobian regulariser
-(``Recipe.jacobian_weight``): each against an independent recomputation.
+"""Training options of a recipe: a loss on several iterations (``Recipe.iterate_losses``), the
+Jacobian regulariser (``Recipe.jacobian_weight``) and loops on a share of each batch
+(``Recipe.loop_share``): each against an independent recomputation.
 
 - ``FixedPointLayer.unrolled`` is k applications of f, differentiated through each of them;
 - a step with ``unroll=k`` loops every looped block exactly k times;
 - the iterate losses join the loop loss with TorchDEQ's exponential weights (hand-computed);
 - the Jacobian penalty is an unbiased estimate of ||J_f(z*)||_F^2 / numel, checked against the
   dense Jacobian; a mixed batch counts the rows that do not loop as 0;
-- training with the penalty lowers the loops' Jacobian norm and iterations.
+- training with the penalty lowers the loops' Jacobian norm and iterations;
+- a loop share draws NOP for the other samples, scales their loop losses by 1 / share, and a
+  share of 1 draws exactly what the recipe drew before the option existed.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ import torch
 
 from main_model import DynaLayConfig, DynaLayNet
 from main_model.fpi import FPIBlock
-from main_model.recipes import Recipe, get_recipe
+from main_model.recipes import Recipe, get_recipe, recipe_actions
 from main_model.train import PathLogits, fit, sample_losses
 
 
@@ -188,3 +191,31 @@ def test_training_with_the_penalty_lowers_the_loops_jacobian_and_iterations():
     penalised_norm, penalised_iterations = trained(100.0)
     assert penalised_norm < 0.7 * free_norm  # measured: 0.074 against 0.141
     assert penalised_iterations < free_iterations
+
+
+def test_a_loop_share_draws_nop_for_the_rest_and_a_share_of_one_draws_as_before():
+    images = torch.zeros(4000, 1, 1, 1)
+    full = get_recipe("dynalay")
+    drawn = recipe_actions(full, 4, torch.Generator().manual_seed(7))(images, None)
+    before = torch.randint(1, 4, (4000,), generator=torch.Generator().manual_seed(7))
+    assert torch.equal(drawn, before)  # the committed runs' draws are unchanged
+    half = dataclasses.replace(full, loop_share=0.25)
+    shared = recipe_actions(half, 4, torch.Generator().manual_seed(7))(images, None)
+    looping = shared != 0
+    assert 0.22 < float(looping.float().mean()) < 0.28
+    assert torch.equal(shared[looping], before[looping])  # the loop draws themselves as before
+    with pytest.raises(ValueError, match=r"loop_share must be in \(0, 1\]"):
+        dataclasses.replace(full, loop_share=0.0)
+    with pytest.raises(ValueError, match="loop_share < 1 needs train_straight"):
+        Recipe("x", 1, None, False, loop_share=0.5)
+
+
+def test_a_loop_share_scales_the_loop_losses_by_its_inverse():
+    straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6]]))
+    loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7]]))
+    labels, actions = torch.tensor([0, 0]), torch.tensor([1, 0])
+    recipe = Recipe("x", 1, None, True, loop_share=0.25)
+    losses, _ = sample_losses(PathLogits(straight, loop), labels, actions, recipe)
+    ce_straight = -torch.log(torch.tensor([0.9, 0.4]))
+    expected = ce_straight + torch.tensor([-4.0 * float(torch.log(torch.tensor(0.8))), 0.0])
+    torch.testing.assert_close(losses, expected)
