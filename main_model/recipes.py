@@ -59,7 +59,8 @@ class Recipe:
             loop path is also read after exactly these many iterations of every looped block
             (increasing, each >= 1; backprop through them) and each such answer's
             cross-entropy joins the loop loss, weighted ``iterate_gamma`` ** (how many states
-            come after it), the fixed point's weighing 1. () (the default): the fixed point only.
+            come after it), the fixed point's weight being 1; () (the default): the fixed point
+            alone.
         iterate_gamma: that decay, in (0, 1] (TorchDEQ's ``exp`` weighting, 0.8 there).
         loop_share: the share, in (0, 1], of each batch's samples that take a drawn loop path
             (the others take NOP: the straight pass alone), with their loop losses scaled by
