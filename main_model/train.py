@@ -36,6 +36,7 @@ from main_model.paths import evaluate_paths, path_name, per_sample
 from main_model.progress import progress_bar
 from main_model.recipes import ActionChooser, Recipe, get_recipe, recipe_actions
 from main_model.sequence import DynaLaySeqConfig, DynaLaySeqNet
+from main_model.training_forward import PathLogits, training_forward
 
 #: ``fit``'s optimisers, by name.
 OPTIMIZERS: dict[str, type[torch.optim.Optimizer]] = {
@@ -121,55 +122,6 @@ class _Accumulator:
             accuracy_per_action={a: float(self.correct[a] / self.count[a]) for a in seen},
             samples_per_action={a: int(self.count[a]) for a in seen},
         )
-
-
-@dataclass
-class PathLogits:
-    """What one training step's forward computed, for :func:`sample_losses`.
-
-    Attributes:
-        straight: (B, K) logits of the straight pass.
-        chosen: (B, K) logits after each sample's action.
-        iterates: (B, K) logits of the same actions stopped after each of the recipe's
-            ``iterate_losses`` iterations (empty without them).
-        jacobian: () the step's Jacobian regulariser (None unless the recipe weights it).
-    """
-
-    straight: Tensor
-    chosen: Tensor
-    iterates: tuple[Tensor, ...] = ()
-    jacobian: Tensor | None = None
-
-
-class TrainingForward(nn.Module):
-    """One training step's forward as one module call: the straight pass, then each sample's
-    action (and what the recipe's ``iterate_losses`` and ``jacobian_weight`` read). DDP hooks
-    its gradient allreduce to a module's ``forward``, so every pass must run inside one; in a
-    single process it runs exactly what calling the model's methods runs.
-    """
-
-    def __init__(self, model: DynaLayNet, recipe: Recipe | None = None) -> None:
-        super().__init__()
-        self.model = model
-        self.iterate_losses = () if recipe is None else recipe.iterate_losses
-        self.jacobian = recipe is not None and recipe.jacobian_weight > 0
-
-    def forward(self, images: Tensor, actions: Tensor, solver: str = "fpi") -> PathLogits:
-        straight = self.model.straight(images)
-        chosen = self.model.step(straight.state, actions, solver, jacobian=self.jacobian)
-        iterates = tuple(
-            self.model.step(straight.state, actions, solver, unroll=steps).state.logits
-            for steps in self.iterate_losses
-        )
-        return PathLogits(straight.state.logits, chosen.state.logits, iterates, chosen.jacobian)
-
-
-def training_forward(model: DynaLayNet, recipe: Recipe | None = None) -> nn.Module:
-    """The module :func:`train_epoch` calls for ``model`` trained with ``recipe``:
-    :class:`TrainingForward`, wrapped in DistributedDataParallel when several processes train
-    (:mod:`main_model.distributed`). Build it once per training run, after ``requires_grad``
-    is set on what trains."""
-    return distributed.data_parallel(TrainingForward(model, recipe))
 
 
 def _synchronize(device: torch.device) -> None:

@@ -39,7 +39,7 @@ NAN_IN_SUPERVISED_DRIVER = """
 import sys
 import agents.trainer as trainer
 import run_rl
-from main_model.train import TrainingForward
+from main_model.training_forward import TrainingForward
 
 forward, supervised = TrainingForward.forward, trainer.AlternatingTrainer._supervised_phase
 poisoned = []

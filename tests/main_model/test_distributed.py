@@ -29,7 +29,8 @@ from dynalay_env.data import get_spec
 from dynalay_env.models import config_for
 from main_model import DynaLayNet, distributed
 from main_model.recipes import get_recipe, recipe_actions
-from main_model.train import train_epoch, training_forward
+from main_model.train import train_epoch
+from main_model.training_forward import training_forward
 
 REPO = Path(__file__).resolve().parents[2]
 WORLD = 2

@@ -11,7 +11,8 @@ from torch.profiler import ProfilerActivity, profile
 import main_model.train as train
 from main_model.checkpoint import state_digest
 from main_model.divergence import TrainingDiverged, check_finite_step
-from main_model.train import TrainingForward, fit, iterate_batches
+from main_model.train import fit, iterate_batches
+from main_model.training_forward import TrainingForward
 
 TRAIN = make_splits("MNIST", n_train=64)["train"]  # 32 rows: 4 batches of 8 an epoch
 

@@ -253,7 +253,8 @@ def test_residual_readout_trains_the_loop_not_the_straight_head():
 
 def test_loop_weighting_against_hand_computed_losses():
     from main_model.recipes import Recipe
-    from main_model.train import PathLogits, sample_losses
+    from main_model.train import sample_losses
+    from main_model.training_forward import PathLogits
 
     straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]))
     loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))
@@ -285,7 +286,8 @@ def test_distillation_against_hand_computed_losses():
     """A loop's loss = (1 - w) CE(label) + w T^2 KL(teacher_T || loop_T); the straight path
     and NOP samples learn the labels alone, and path_losses stays the cross-entropy."""
     from main_model.recipes import Recipe
-    from main_model.train import PathLogits, sample_losses
+    from main_model.train import sample_losses
+    from main_model.training_forward import PathLogits
 
     straight = torch.log(torch.tensor([[0.9, 0.1], [0.4, 0.6], [0.5, 0.5]]))
     loop = torch.log(torch.tensor([[0.8, 0.2], [0.3, 0.7], [0.6, 0.4]]))

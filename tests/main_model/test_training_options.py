@@ -22,7 +22,8 @@ import torch
 from main_model import DynaLayConfig, DynaLayNet
 from main_model.fpi import FPIBlock
 from main_model.recipes import Recipe, get_recipe, recipe_actions
-from main_model.train import PathLogits, fit, sample_losses
+from main_model.train import fit, sample_losses
+from main_model.training_forward import PathLogits
 
 
 def tiny_block() -> tuple[FPIBlock, torch.Tensor]:
